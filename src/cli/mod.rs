@@ -1,0 +1,59 @@
+//! The command line: `antemx serve` runs a node; the other commands talk to a
+//! running node's admin API or check files.
+
+mod queue;
+mod serve;
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+fn default_config() -> PathBuf {
+    PathBuf::from(crate::config::DEFAULT_PATH)
+}
+
+#[derive(FromArgs)]
+/// antemx: a spam-filtering MX gateway.
+struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Serve(serve::ServeArgs),
+    CheckConfig(CheckConfigArgs),
+    Queue(queue::QueueArgs),
+}
+
+#[derive(FromArgs)]
+/// Validate a config file; errors name the line.
+#[argh(subcommand, name = "check-config")]
+struct CheckConfigArgs {
+    /// config file (default /etc/antemx/antemx.toml)
+    #[argh(option, default = "default_config()")]
+    config: PathBuf,
+}
+
+pub fn main() -> i32 {
+    let cli: Cli = argh::from_env();
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::CheckConfig(args) => match crate::config::Config::load(&args.config) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} domain{})",
+                    args.config.display(),
+                    config.domains.len(),
+                    if config.domains.len() == 1 { "" } else { "s" }
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
+        Command::Queue(args) => queue::run(args),
+    }
+}

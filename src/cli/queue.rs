@@ -1,0 +1,238 @@
+//! `antemx queue ...`: the delivery queue of the running node, through its
+//! admin API on loopback.
+
+use crate::config::Config;
+use crate::retry::{QueueEntry, QueueExtension};
+use argh::FromArgs;
+use std::path::PathBuf;
+
+#[derive(FromArgs)]
+/// Inspect and act on the delivery queue of the running node.
+#[argh(subcommand, name = "queue")]
+pub struct QueueArgs {
+    #[argh(subcommand)]
+    action: Action,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Action {
+    List(ListArgs),
+    Show(ShowArgs),
+    Flush(FlushArgs),
+    Delete(DeleteArgs),
+    Extend(ExtendArgs),
+}
+
+#[derive(FromArgs)]
+/// List queued messages.
+#[argh(subcommand, name = "list")]
+struct ListArgs {
+    /// config file (default /etc/antemx/antemx.toml)
+    #[argh(option, default = "super::default_config()")]
+    config: PathBuf,
+    /// print one JSON array
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Show one queued message.
+#[argh(subcommand, name = "show")]
+struct ShowArgs {
+    /// queue id
+    #[argh(positional)]
+    id: String,
+    /// config file (default /etc/antemx/antemx.toml)
+    #[argh(option, default = "super::default_config()")]
+    config: PathBuf,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Try one queued message, or all, now.
+#[argh(subcommand, name = "flush")]
+struct FlushArgs {
+    /// queue id (default: every message)
+    #[argh(positional)]
+    id: Option<String>,
+    /// config file (default /etc/antemx/antemx.toml)
+    #[argh(option, default = "super::default_config()")]
+    config: PathBuf,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Delete a queued message without notifying the sender.
+#[argh(subcommand, name = "delete")]
+struct DeleteArgs {
+    /// queue id
+    #[argh(positional)]
+    id: String,
+    /// config file (default /etc/antemx/antemx.toml)
+    #[argh(option, default = "super::default_config()")]
+    config: PathBuf,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+#[derive(FromArgs)]
+/// Give a domain's queued mail more time before it expires.
+#[argh(subcommand, name = "extend")]
+struct ExtendArgs {
+    /// customer domain
+    #[argh(positional)]
+    domain: String,
+    /// how much longer, e.g. 2d
+    #[argh(option)]
+    by: String,
+    /// config file (default /etc/antemx/antemx.toml)
+    #[argh(option, default = "super::default_config()")]
+    config: PathBuf,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+}
+
+struct Admin {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Admin {
+    fn new(config: &PathBuf) -> Result<Admin, String> {
+        let config = Config::load(config).map_err(|e| e.to_string())?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .into();
+        Ok(Admin {
+            base: format!("http://{}/admin", config.admin_address()),
+            agent,
+        })
+    }
+
+    /// Calls the admin API; a non-2xx answer becomes its error message.
+    fn call(&self, method: &str, path: &str) -> Result<serde_json::Value, String> {
+        let url = format!("{}{path}", self.base);
+        let result = match method {
+            "GET" => self.agent.get(&url).call(),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self.agent.post(&url).send_empty(),
+        };
+        let mut response = result.map_err(|e| format!("cannot reach the node at {url}: {e}"))?;
+        let status = response.status();
+        let body: serde_json::Value = response
+            .body_mut()
+            .read_json()
+            .map_err(|e| format!("bad answer from {url}: {e}"))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(body["error"].as_str().unwrap_or("request failed").to_string())
+        }
+    }
+}
+
+fn when(ms: u64) -> String {
+    crate::time::rfc5322(ms)
+}
+
+fn print_entry(entry: &QueueEntry) {
+    println!(
+        "{}  {}  {} bytes  arrived {}  attempts {}  next {}  expires {}",
+        entry.id,
+        entry.domain,
+        entry.size,
+        when(entry.received_ms),
+        entry.attempts,
+        when(entry.next_attempt_ms),
+        when(entry.expires_ms)
+    );
+    println!("    from <{}> to <{}>", entry.sender, entry.recipients.join(">, <"));
+    if let Some(error) = &entry.last_error {
+        println!("    last error: {error}");
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| format!("unexpected answer: {e}"))
+}
+
+pub fn run(args: QueueArgs) -> i32 {
+    let result = match args.action {
+        Action::List(a) => Admin::new(&a.config).and_then(|admin| {
+            let value = admin.call("GET", "/queue")?;
+            if a.json {
+                println!("{value}");
+            } else {
+                let entries: Vec<QueueEntry> = typed(value)?;
+                for entry in &entries {
+                    print_entry(entry);
+                }
+                println!("{} queued", entries.len());
+            }
+            Ok(())
+        }),
+        Action::Show(a) => Admin::new(&a.config).and_then(|admin| {
+            let value = admin.call("GET", &format!("/queue/{}", a.id))?;
+            if a.json {
+                println!("{value}");
+            } else {
+                typed::<Vec<QueueEntry>>(value)?.iter().for_each(print_entry);
+            }
+            Ok(())
+        }),
+        Action::Flush(a) => Admin::new(&a.config).and_then(|admin| {
+            let path = match &a.id {
+                Some(id) => format!("/queue/{id}/flush"),
+                None => "/queue/flush".to_string(),
+            };
+            let value = admin.call("POST", &path)?;
+            if a.json {
+                println!("{value}");
+            } else {
+                println!("{} queue entries due now", value["flushed"]);
+            }
+            Ok(())
+        }),
+        Action::Delete(a) => Admin::new(&a.config).and_then(|admin| {
+            let value = admin.call("DELETE", &format!("/queue/{}", a.id))?;
+            if a.json {
+                println!("{value}");
+            } else {
+                println!("{} deleted", a.id);
+            }
+            Ok(())
+        }),
+        Action::Extend(a) => Admin::new(&a.config).and_then(|admin| {
+            crate::config::parse_duration(&a.by)?;
+            let value = admin.call("POST", &format!("/queue/extend?domain={}&by={}", a.domain, a.by))?;
+            if a.json {
+                println!("{value}");
+            } else {
+                let extension: QueueExtension = typed(value)?;
+                println!(
+                    "{}: {}s added to the lifetime of mail received until {}",
+                    extension.domain,
+                    extension.extra_seconds,
+                    when(extension.until_ms)
+                );
+            }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("antemx: {e}");
+            1
+        }
+    }
+}

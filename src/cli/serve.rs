@@ -1,0 +1,102 @@
+//! `antemx serve`: runs a node in the foreground until SIGTERM.
+
+use crate::config::{Config, Live};
+use crate::receive::Receiver;
+use crate::retry::Queue;
+use crate::store::Store;
+use argh::FromArgs;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(FromArgs)]
+/// Run a node in the foreground; logs go to stderr (RUST_LOG).
+#[argh(subcommand, name = "serve")]
+pub struct ServeArgs {
+    /// config file (default /etc/antemx/antemx.toml)
+    #[argh(option, default = "super::default_config()")]
+    config: PathBuf,
+    /// this node's name among [cluster] nodes (default: the hostname)
+    #[argh(option)]
+    #[allow(dead_code)]
+    node: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> i32 {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if std::env::var_os("SMOL_THREADS").is_none() {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        std::env::set_var("SMOL_THREADS", threads.to_string());
+    }
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            log::error!("{e}");
+            return 2;
+        }
+    };
+    match start(config, args.config) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+fn start(config: Config, path: PathBuf) -> Result<(), String> {
+    let data_dir = config.node.data_dir.clone();
+    let store = Store::open(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let live = Live::new(config.clone());
+    let queue = Queue::open(live.clone(), store.clone()).map_err(|e| format!("queue: {e}"))?;
+    let swept = store
+        .spool()
+        .sweep(|id| queue.holds(id))
+        .map_err(|e| format!("spool: {e}"))?;
+    if swept > 0 {
+        log::info!("removed {swept} message files of unfinished sessions");
+    }
+    let receiver = Arc::new(Receiver::new(live.clone(), store.clone(), queue.clone())?);
+
+    let mut smtp_listeners = Vec::new();
+    for address in &config.smtp.listen {
+        let listener = std::net::TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        smtp_listeners.push(smol::net::TcpListener::try_from(listener).map_err(|e| e.to_string())?);
+    }
+    let web = std::net::TcpListener::bind(config.web.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.web.listen))?;
+    let web = smol::net::TcpListener::try_from(web).map_err(|e| e.to_string())?;
+
+    for listener in smtp_listeners {
+        smol::spawn(receiver.clone().serve(listener)).detach();
+    }
+    smol::spawn(crate::web::serve(web, queue.clone())).detach();
+    let scheduler = queue.clone();
+    smol::spawn(async move { scheduler.run().await }).detach();
+    log::info!(
+        "antemx {} ready: smtp {:?}, web {}, {} domains, data in {}",
+        env!("CARGO_PKG_VERSION"),
+        config.smtp.listen,
+        config.web.listen,
+        config.domains.len(),
+        data_dir.display()
+    );
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            match Config::load(&path) {
+                Ok(config) => {
+                    live.replace(config);
+                    log::info!("config reloaded from {}", path.display());
+                }
+                Err(e) => log::error!("config not reloaded, keeping the old one: {e}"),
+            }
+            continue;
+        }
+        log::info!("signal {signal}: stopping");
+        break;
+    }
+    smol::block_on(store.flush()).map_err(|e| format!("final flush: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,537 @@
+//! The one TOML file that configures a node. Parsing is strict: unknown keys
+//! and bad values are errors that name the line, so a typo never silently
+//! changes how mail flows.
+
+mod units;
+
+pub use units::{parse_duration, Size, Span};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+pub const DEFAULT_PATH: &str = "/etc/antemx/antemx.toml";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: Node,
+    pub smtp: Smtp,
+    pub web: Web,
+    pub retry: Retry,
+    pub dns: Dns,
+    /// Customer domains by lower-case name.
+    pub domains: BTreeMap<String, Domain>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub hostname: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    pub listen: Vec<SocketAddr>,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout: Duration,
+    pub session_timeout: Duration,
+    pub max_errors: u32,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Web {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+    pub lifetime: Duration,
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// Port used when delivering to a domain's MX hosts (DSNs to senders).
+    pub mx_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dns {
+    /// Empty means: the name servers of /etc/resolv.conf.
+    pub servers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Domain {
+    pub deliver_to: HostPort,
+    pub tls: DownstreamTls,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl HostPort {
+    fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not host:port (e.g. \"mail.example.com:25\" or \"[2001:db8::1]:25\")");
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        Ok(HostPort {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DownstreamTls {
+    /// STARTTLS when offered, certificate not verified (like Postfix's `may`).
+    #[default]
+    Opportunistic,
+    /// Deliver only over TLS; a server without STARTTLS is a temporary failure.
+    Required,
+    /// Never STARTTLS.
+    None,
+}
+
+/// A config error, with the line it comes from when known.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    #[serde(default)]
+    smtp: RawSmtp,
+    #[serde(default)]
+    web: RawWeb,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
+    domain: Vec<RawDomain>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    hostname: String,
+    data_dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    #[serde(default = "default_smtp_listen")]
+    listen: Vec<Spanned<String>>,
+    #[serde(default = "default_max_message_size")]
+    max_message_size: Size,
+    #[serde(default = "default_max_recipients")]
+    max_recipients: usize,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_max_connections_per_ip")]
+    max_connections_per_ip: usize,
+    #[serde(default = "default_command_timeout")]
+    command_timeout: Span,
+    #[serde(default = "default_session_timeout")]
+    session_timeout: Span,
+    #[serde(default = "default_max_errors")]
+    max_errors: u32,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+impl Default for RawSmtp {
+    fn default() -> Self {
+        RawSmtp {
+            listen: default_smtp_listen(),
+            max_message_size: default_max_message_size(),
+            max_recipients: default_max_recipients(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            command_timeout: default_command_timeout(),
+            session_timeout: default_session_timeout(),
+            max_errors: default_max_errors(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+fn default_smtp_listen() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "0.0.0.0:25".to_string())]
+}
+fn default_max_message_size() -> Size {
+    Size(25_000_000)
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_max_connections() -> usize {
+    2000
+}
+fn default_max_connections_per_ip() -> usize {
+    50
+}
+fn default_command_timeout() -> Span {
+    Span(Duration::from_secs(300))
+}
+fn default_session_timeout() -> Span {
+    Span(Duration::from_secs(1800))
+}
+fn default_max_errors() -> u32 {
+    10
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    #[serde(default = "default_web_listen")]
+    listen: Spanned<String>,
+}
+
+impl Default for RawWeb {
+    fn default() -> Self {
+        RawWeb {
+            listen: default_web_listen(),
+        }
+    }
+}
+
+fn default_web_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8443".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default = "default_min_interval")]
+    min_interval: Span,
+    #[serde(default = "default_max_interval")]
+    max_interval: Span,
+    #[serde(default = "default_lifetime")]
+    lifetime: Span,
+    #[serde(default = "default_delivery_connections")]
+    max_connections: usize,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout: Span,
+    #[serde(default = "default_delivery_command_timeout")]
+    command_timeout: Span,
+    #[serde(default = "default_mx_port")]
+    mx_port: u16,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            min_interval: default_min_interval(),
+            max_interval: default_max_interval(),
+            lifetime: default_lifetime(),
+            max_connections: default_delivery_connections(),
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_delivery_command_timeout(),
+            mx_port: default_mx_port(),
+        }
+    }
+}
+
+fn default_min_interval() -> Span {
+    Span(Duration::from_secs(1000))
+}
+fn default_max_interval() -> Span {
+    Span(Duration::from_secs(4000))
+}
+fn default_lifetime() -> Span {
+    Span(Duration::from_secs(5 * 86400))
+}
+fn default_delivery_connections() -> usize {
+    10
+}
+fn default_connect_timeout() -> Span {
+    Span(Duration::from_secs(30))
+}
+fn default_delivery_command_timeout() -> Span {
+    Span(Duration::from_secs(300))
+}
+fn default_mx_port() -> u16 {
+    25
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default)]
+    servers: Vec<Spanned<String>>,
+    timeout: Option<Span>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomain {
+    name: Spanned<String>,
+    deliver_to: Spanned<String>,
+    #[serde(default)]
+    tls: DownstreamTls,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text).map_err(|(line, message)| ConfigError {
+            path: path.to_path_buf(),
+            line,
+            message,
+        })
+    }
+
+    /// Parses config text; an error carries its 1-based line when known.
+    pub fn parse(text: &str) -> Result<Config, (Option<usize>, String)> {
+        let line_of = |offset: usize| Some(text[..offset.min(text.len())].matches('\n').count() + 1);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().and_then(|span| line_of(span.start));
+            (line, e.message().to_string())
+        })?;
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let line = if span.end == 0 { None } else { line_of(span.start) };
+            (line, message)
+        };
+        let socket = |value: &Spanned<String>, what: &str| {
+            value
+                .get_ref()
+                .parse::<SocketAddr>()
+                .map_err(|_| at(value.span(), format!("{what}: {:?} is not ip:port", value.get_ref())))
+        };
+
+        if raw.node.hostname.trim().is_empty() || raw.node.hostname.contains(char::is_whitespace) {
+            return Err((None, "[node] hostname must be a host name".into()));
+        }
+        let listen = raw
+            .smtp
+            .listen
+            .iter()
+            .map(|l| socket(l, "[smtp] listen"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = match (raw.smtp.tls_cert, raw.smtp.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err((None, "[smtp] tls_cert and tls_key go together".into())),
+        };
+        if raw.retry.min_interval.0 > raw.retry.max_interval.0 {
+            return Err((None, "[retry] min_interval is longer than max_interval".into()));
+        }
+        if raw.retry.max_connections == 0 || raw.smtp.max_recipients == 0 {
+            return Err((None, "[retry] max_connections and [smtp] max_recipients must be at least 1".into()));
+        }
+        let servers = raw
+            .dns
+            .servers
+            .iter()
+            .map(|s| socket(s, "[dns] servers"))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut domains = BTreeMap::new();
+        for d in raw.domain {
+            let name = normalize_domain(d.name.get_ref());
+            if name.is_empty() || !name.contains('.') && name != "localhost" {
+                return Err(at(d.name.span(), format!("domain name {:?} is not a domain", d.name.get_ref())));
+            }
+            let deliver_to = HostPort::parse(d.deliver_to.get_ref()).map_err(|m| at(d.deliver_to.span(), m))?;
+            if domains.contains_key(&name) {
+                return Err(at(d.name.span(), format!("domain {name} is configured twice")));
+            }
+            domains.insert(
+                name,
+                Domain {
+                    deliver_to,
+                    tls: d.tls,
+                },
+            );
+        }
+
+        Ok(Config {
+            node: Node {
+                hostname: raw.node.hostname,
+                data_dir: raw.node.data_dir,
+            },
+            smtp: Smtp {
+                listen,
+                max_message_size: raw.smtp.max_message_size.0,
+                max_recipients: raw.smtp.max_recipients,
+                max_connections: raw.smtp.max_connections,
+                max_connections_per_ip: raw.smtp.max_connections_per_ip,
+                command_timeout: raw.smtp.command_timeout.0,
+                session_timeout: raw.smtp.session_timeout.0,
+                max_errors: raw.smtp.max_errors,
+                tls,
+            },
+            web: Web {
+                listen: socket(&raw.web.listen, "[web] listen")?,
+            },
+            retry: Retry {
+                min_interval: raw.retry.min_interval.0,
+                max_interval: raw.retry.max_interval.0,
+                lifetime: raw.retry.lifetime.0,
+                max_connections: raw.retry.max_connections,
+                connect_timeout: raw.retry.connect_timeout.0,
+                command_timeout: raw.retry.command_timeout.0,
+                mx_port: raw.retry.mx_port,
+            },
+            dns: Dns {
+                servers,
+                timeout: raw.dns.timeout.map(|s| s.0).unwrap_or(Duration::from_secs(5)),
+            },
+            domains,
+        })
+    }
+
+    /// The customer domain an address's domain belongs to, if any.
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.get(&normalize_domain(name))
+    }
+
+    /// Address of this node's admin API, as seen from the same machine.
+    pub fn admin_address(&self) -> SocketAddr {
+        let mut address = self.web.listen;
+        if address.ip().is_unspecified() {
+            address.set_ip(if address.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        address
+    }
+}
+
+/// Lower case, without the one trailing dot a fully qualified name may carry.
+pub fn normalize_domain(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n";
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.retry.min_interval, Duration::from_secs(1000));
+        assert_eq!(config.retry.max_interval, Duration::from_secs(4000));
+        assert_eq!(config.retry.lifetime, Duration::from_secs(432_000));
+        assert_eq!(config.smtp.max_recipients, 100);
+        assert_eq!(config.retry.max_connections, 10);
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let text = format!("{MINIMAL}[smtp]\nlisten = [\"127.0.0.1:25\"]\nmax_mesage_size = \"1MB\"\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(6), "{message}");
+        assert!(message.contains("max_mesage_size"), "{message}");
+    }
+
+    #[test]
+    fn bad_route_names_its_line() {
+        let text = format!("{MINIMAL}\n[[domain]]\nname = \"Example.COM.\"\ndeliver_to = \"mail.example.com\"\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(7), "{message}");
+    }
+
+    #[test]
+    fn domains_are_case_and_dot_insensitive() {
+        let text = format!("{MINIMAL}\n[[domain]]\nname = \"Example.COM.\"\ndeliver_to = \"127.0.0.1:2526\"\n");
+        let config = Config::parse(&text).unwrap();
+        assert!(config.domain("EXAMPLE.com").is_some());
+        assert!(config.domain("example.com.").is_some());
+        assert!(config.domain("other.com").is_none());
+    }
+
+    #[test]
+    fn bad_duration_names_its_line() {
+        let text = format!("{MINIMAL}[retry]\nlifetime = \"5 days\"\n");
+        let (line, _) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(5));
+    }
+}
+
+/// The running node's config, replaced as a whole on reload; readers take a
+/// snapshot so a session sees one consistent config from start to end.
+#[derive(Clone)]
+pub struct Live(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>);
+
+impl Live {
+    pub fn new(config: Config) -> Live {
+        Live(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(config))))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<Config> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, config: Config) {
+        let config = std::sync::Arc::new(config);
+        match self.0.write() {
+            Ok(mut guard) => *guard = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+    }
+}

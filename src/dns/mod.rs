@@ -1,0 +1,179 @@
+//! The project's own stub resolver. A static glibc binary cannot use NSS, so
+//! names are resolved here: UDP to the configured servers (or those of
+//! /etc/resolv.conf), TCP when an answer is truncated.
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsError {
+    /// The name does not exist (NXDOMAIN): a permanent answer.
+    NoSuchDomain,
+    /// No server gave an answer in time, or they answered SERVFAIL and the like.
+    Temporary(String),
+}
+
+impl std::fmt::Display for DnsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DnsError::NoSuchDomain => write!(f, "domain does not exist"),
+            DnsError::Temporary(why) => write!(f, "DNS lookup failed: {why}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+}
+
+impl Resolver {
+    /// `servers` empty means the name servers listed in /etc/resolv.conf.
+    pub fn new(servers: &[SocketAddr], timeout: Duration) -> Resolver {
+        let servers = if servers.is_empty() {
+            system_servers()
+        } else {
+            servers.to_vec()
+        };
+        Resolver { servers, timeout }
+    }
+
+    /// MX hosts by preference; a domain without MX records has its own name as
+    /// the implicit MX (RFC 5321 §5.1). A null MX (".") yields an empty list.
+    pub async fn mx(&self, domain: &str) -> Result<Vec<String>, DnsError> {
+        let answer = self.query(domain, RecordType::MX).await?;
+        let mut hosts: Vec<(u16, String)> = answer
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::MX(mx) => Some((mx.preference, name_text(&mx.exchange))),
+                _ => None,
+            })
+            .collect();
+        if hosts.is_empty() {
+            return Ok(vec![domain.to_string()]);
+        }
+        hosts.sort();
+        Ok(hosts.into_iter().map(|(_, host)| host).filter(|h| !h.is_empty()).collect())
+    }
+
+    /// IPv4 and IPv6 addresses of a host; an IP literal is returned as is.
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let (v4, v6) = smol::future::zip(self.query(host, RecordType::A), self.query(host, RecordType::AAAA)).await;
+        let mut out = Vec::new();
+        let mut first_error = None;
+        for result in [v4, v6] {
+            match result {
+                Ok(answer) => out.extend(answer.answers.iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        match (out.is_empty(), first_error) {
+            (true, Some(e)) => Err(e),
+            (true, None) => Err(DnsError::NoSuchDomain),
+            _ => Ok(out),
+        }
+    }
+
+    async fn query(&self, name: &str, kind: RecordType) -> Result<Message, DnsError> {
+        let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+        let name = Name::from_str(&fqdn).map_err(|_| DnsError::NoSuchDomain)?;
+        let mut request = Message::query();
+        request.add_query(Query::query(name, kind));
+        request.metadata.recursion_desired = true;
+        let id = request.metadata.id;
+        let bytes = request.to_vec().map_err(|e| DnsError::Temporary(e.to_string()))?;
+
+        let mut last = DnsError::Temporary("no name servers configured".into());
+        for server in &self.servers {
+            let attempt = async {
+                let mut answer = udp_exchange(*server, &bytes, id).await?;
+                if answer.metadata.truncation {
+                    answer = tcp_exchange(*server, &bytes, id).await?;
+                }
+                Ok::<_, std::io::Error>(answer)
+            };
+            let timeout = async {
+                smol::Timer::after(self.timeout).await;
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
+            };
+            match attempt.or(timeout).await {
+                Ok(answer) => match answer.metadata.response_code {
+                    ResponseCode::NoError => return Ok(answer),
+                    ResponseCode::NXDomain => return Err(DnsError::NoSuchDomain),
+                    code => last = DnsError::Temporary(format!("{server} answered {code}")),
+                },
+                Err(e) => last = DnsError::Temporary(format!("{server}: {e}")),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn name_text(name: &Name) -> String {
+    let text = name.to_ascii();
+    text.strip_suffix('.').unwrap_or(&text).to_ascii_lowercase()
+}
+
+fn parse_answer(bytes: &[u8], id: u16) -> std::io::Result<Option<Message>> {
+    let answer = Message::from_vec(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok((answer.metadata.id == id).then_some(answer))
+}
+
+async fn udp_exchange(server: SocketAddr, request: &[u8], id: u16) -> std::io::Result<Message> {
+    let local: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .map_err(|_| std::io::Error::other("bad local address"))?;
+    let socket = smol::net::UdpSocket::bind(local).await?;
+    socket.connect(server).await?;
+    socket.send(request).await?;
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        let n = socket.recv(&mut buffer).await?;
+        // Answers with another id are stray or forged: keep waiting.
+        if let Ok(Some(answer)) = parse_answer(&buffer[..n], id) {
+            return Ok(answer);
+        }
+    }
+}
+
+async fn tcp_exchange(server: SocketAddr, request: &[u8], id: u16) -> std::io::Result<Message> {
+    let mut stream = smol::net::TcpStream::connect(server).await?;
+    let length = u16::try_from(request.len()).map_err(|_| std::io::Error::other("request too long"))?;
+    let mut framed = length.to_be_bytes().to_vec();
+    framed.extend_from_slice(request);
+    stream.write_all(&framed).await?;
+    let mut length = [0u8; 2];
+    stream.read_exact(&mut length).await?;
+    let mut buffer = vec![0u8; u16::from_be_bytes(length) as usize];
+    stream.read_exact(&mut buffer).await?;
+    parse_answer(&buffer, id)?.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "answer id mismatch"))
+}
+
+fn system_servers() -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let servers: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().split('%').next()?.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect();
+    if servers.is_empty() {
+        vec![SocketAddr::from(([127, 0, 0, 1], 53))]
+    } else {
+        servers
+    }
+}

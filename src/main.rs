@@ -1,0 +1,14 @@
+//! antemx: a spam-filtering MX gateway.
+
+mod cli;
+mod config;
+mod dns;
+mod receive;
+mod retry;
+mod store;
+mod time;
+mod web;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -1,0 +1,420 @@
+//! One SMTP session: reads pipelined commands, answers them in order, and
+//! flushes the replies whenever no further input is buffered.
+
+use super::address::{judge_recipient, RcptVerdict};
+use super::data::DataDecoder;
+use super::ehlo::{ehlo_reply, sanitize_helo};
+use super::received::Trace;
+use super::tls::Stream;
+use super::Receiver;
+use crate::config::Config;
+use crate::retry::Incoming;
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use smtp_proto::{Error as ParseError, Request, MAIL_SMTPUTF8};
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Longest command line we read (RFC 5321 asks for at least 512).
+const MAX_LINE: usize = 4096;
+
+pub struct Session<'a> {
+    receiver: &'a Receiver,
+    config: Arc<Config>,
+    stream: Stream,
+    ip: IpAddr,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// A too-long line is being skipped up to its LF.
+    skipping_line: bool,
+    helo: Option<String>,
+    esmtp: bool,
+    transaction: Option<Transaction>,
+    errors: u32,
+    deadline: Instant,
+}
+
+struct Transaction {
+    sender: String,
+    utf8: bool,
+    recipients: Vec<String>,
+}
+
+enum Next {
+    Continue,
+    Data,
+    StartTls,
+    Close,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(receiver: &'a Receiver, stream: TcpStream, ip: IpAddr) -> Session<'a> {
+        let config = receiver.live.current();
+        let deadline = Instant::now() + config.smtp.session_timeout;
+        Session {
+            receiver,
+            config,
+            stream: Stream::Plain(stream),
+            ip,
+            input: Vec::with_capacity(4096),
+            output: Vec::with_capacity(1024),
+            skipping_line: false,
+            helo: None,
+            esmtp: false,
+            transaction: None,
+            errors: 0,
+            deadline,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let greeting = format!("220 {} ESMTP antemx\r\n", self.config.node.hostname);
+        self.output.extend_from_slice(greeting.as_bytes());
+        if let Err(e) = self.serve().await {
+            if e.kind() == io::ErrorKind::TimedOut {
+                let bye = format!("421 4.4.2 {} Timeout, closing connection\r\n", self.config.node.hostname);
+                self.output.extend_from_slice(bye.as_bytes());
+                let _ = self.flush().await;
+            }
+            log::debug!("session with [{}] ended: {e}", self.ip);
+        }
+        let _ = self.stream.close().await;
+    }
+
+    async fn serve(&mut self) -> io::Result<()> {
+        loop {
+            while let Some(line) = self.next_line() {
+                match self.command(&line).await {
+                    Next::Continue => {}
+                    Next::Close => return self.flush().await,
+                    Next::Data => {
+                        self.flush().await?;
+                        self.receive_message().await?;
+                    }
+                    Next::StartTls => {
+                        self.flush().await?;
+                        self.start_tls().await?;
+                    }
+                }
+            }
+            self.flush().await?;
+            if self.fill().await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The next complete command line, if one is buffered.
+    fn next_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            match memchr::memchr(b'\n', &self.input) {
+                Some(end) if self.skipping_line => {
+                    self.input.drain(..=end);
+                    self.skipping_line = false;
+                }
+                Some(end) => return Some(self.input.drain(..=end).collect()),
+                None if self.input.len() > MAX_LINE => {
+                    self.input.clear();
+                    self.skipping_line = true;
+                    self.reply("500 5.5.2 Line too long");
+                    self.errors += 1;
+                    return None;
+                }
+                None => return None,
+            }
+        }
+    }
+
+    fn reply(&mut self, text: &str) {
+        self.output.extend_from_slice(text.as_bytes());
+        self.output.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.output.is_empty() {
+            let output = std::mem::take(&mut self.output);
+            self.stream.write_all(&output).await?;
+            self.stream.flush().await?;
+            self.output = output;
+            self.output.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads more input under the command and session timeouts; 0 at EOF.
+    async fn fill(&mut self) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let wait = self.config.smtp.command_timeout.min(left);
+        let mut chunk = [0u8; 16 * 1024];
+        let read = async { self.stream.read(&mut chunk).await };
+        let timeout = async {
+            smol::Timer::after(wait).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "timeout"))
+        };
+        let n = read.or(timeout).await?;
+        self.input.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    fn error(&mut self, reply: &str) -> Next {
+        self.reply(reply);
+        self.errors += 1;
+        if self.errors >= self.config.smtp.max_errors {
+            let bye = format!("421 4.7.0 {} Too many errors, closing connection", self.config.node.hostname);
+            self.reply(&bye);
+            log::info!("disconnect: client=[{}] reason=too-many-errors", self.ip);
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Next {
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(request) => request,
+            Err(e) => return self.parse_error(e),
+        };
+        match request {
+            Request::Ehlo { host } => self.hello(&host, true),
+            Request::Helo { host } => self.hello(&host, false),
+            Request::Mail { from } => {
+                if self.helo.is_none() {
+                    return self.error("503 5.5.1 Send EHLO or HELO first");
+                }
+                if self.transaction.is_some() {
+                    return self.error("503 5.5.1 Nested MAIL command");
+                }
+                if from.size as u64 > self.config.smtp.max_message_size {
+                    return self.error("552 5.3.4 Message size exceeds the fixed maximum message size");
+                }
+                self.transaction = Some(Transaction {
+                    sender: from.address.to_string(),
+                    utf8: from.flags & MAIL_SMTPUTF8 != 0,
+                    recipients: Vec::new(),
+                });
+                self.reply("250 2.1.0 Ok");
+                Next::Continue
+            }
+            Request::Rcpt { to } => self.recipient(&to.address),
+            Request::Data => match &self.transaction {
+                None => self.error("503 5.5.1 Send MAIL first"),
+                Some(t) if t.recipients.is_empty() => self.error("554 5.5.1 No valid recipients"),
+                Some(_) => {
+                    self.reply("354 End data with <CR><LF>.<CR><LF>");
+                    Next::Data
+                }
+            },
+            Request::Rset => {
+                self.transaction = None;
+                self.reply("250 2.0.0 Ok");
+                Next::Continue
+            }
+            Request::Noop { .. } => {
+                self.reply("250 2.0.0 Ok");
+                Next::Continue
+            }
+            Request::Quit => {
+                let bye = format!("221 2.0.0 {} Bye", self.config.node.hostname);
+                self.reply(&bye);
+                Next::Close
+            }
+            Request::Vrfy { .. } => {
+                self.reply("252 2.5.0 Cannot verify the user, but will accept the message and attempt delivery");
+                Next::Continue
+            }
+            Request::Help { .. } => {
+                self.reply("214 2.0.0 See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS");
+                Next::Continue
+            }
+            Request::StartTls => {
+                if self.receiver.tls.is_none() {
+                    self.error("502 5.5.1 STARTTLS is not available")
+                } else if matches!(self.stream, Stream::Tls(_)) {
+                    self.error("503 5.5.1 TLS is already active")
+                } else {
+                    self.reply("220 2.0.0 Ready to start TLS");
+                    Next::StartTls
+                }
+            }
+            Request::Bdat { .. } => {
+                // The chunk that follows would be read as commands; the
+                // client broke the protocol, so end the session.
+                self.reply("502 5.5.1 BDAT is not supported here (no CHUNKING)");
+                Next::Close
+            }
+            Request::Auth { .. }
+            | Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. }
+            | Request::Lhlo { .. } => self.error("502 5.5.1 Command not implemented"),
+        }
+    }
+
+    fn parse_error(&mut self, error: ParseError) -> Next {
+        let reply = match error {
+            ParseError::UnknownCommand | ParseError::NeedsMoreData { .. } | ParseError::ResponseTooLong => {
+                "500 5.5.2 Syntax error, command unrecognized".to_string()
+            }
+            ParseError::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax".to_string(),
+            ParseError::InvalidRecipientAddress => "501 5.1.3 Bad recipient address syntax".to_string(),
+            ParseError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
+            ParseError::InvalidParameter { param } => format!("501 5.5.4 Invalid parameter {param}"),
+            ParseError::UnsupportedParameter { param } => {
+                format!("555 5.5.4 Unsupported parameter {}", sanitize_helo(&param))
+            }
+            ParseError::InvalidResponse { .. } => "500 5.5.2 Syntax error".to_string(),
+        };
+        self.error(&reply)
+    }
+
+    fn hello(&mut self, host: &str, esmtp: bool) -> Next {
+        let name = sanitize_helo(host);
+        self.transaction = None;
+        self.esmtp = esmtp;
+        let reply = if esmtp {
+            let offer_tls = self.receiver.tls.is_some() && !matches!(self.stream, Stream::Tls(_));
+            ehlo_reply(&self.config.node.hostname, &name, self.config.smtp.max_message_size, offer_tls)
+        } else {
+            format!("250 {}\r\n", self.config.node.hostname)
+        };
+        self.output.extend_from_slice(reply.as_bytes());
+        self.helo = Some(name);
+        Next::Continue
+    }
+
+    fn recipient(&mut self, address: &str) -> Next {
+        let max = self.config.smtp.max_recipients;
+        let verdict = judge_recipient(&self.config, address);
+        let Some(transaction) = &mut self.transaction else {
+            return self.error("503 5.5.1 Send MAIL first");
+        };
+        if transaction.recipients.len() >= max {
+            self.reply("452 4.5.3 Too many recipients");
+            return Next::Continue;
+        }
+        match verdict {
+            RcptVerdict::Accept { address, .. } => {
+                if !transaction.recipients.contains(&address) {
+                    transaction.recipients.push(address);
+                }
+                self.reply("250 2.1.5 Ok");
+                Next::Continue
+            }
+            RcptVerdict::Refuse(reply) => {
+                log::info!(
+                    "NOQUEUE: reject: RCPT from [{}]: {reply}; from=<{}> to=<{}>",
+                    self.ip,
+                    transaction.sender,
+                    address
+                );
+                self.error(reply)
+            }
+        }
+    }
+
+    async fn start_tls(&mut self) -> io::Result<()> {
+        // Anything pipelined after STARTTLS was sent in clear text and must
+        // not be executed inside the TLS session (CVE-2011-0411).
+        self.input.clear();
+        let Some(acceptor) = &self.receiver.tls else {
+            return Ok(());
+        };
+        let handshake = self.stream.start_tls(acceptor);
+        let timeout = async {
+            smol::Timer::after(self.config.smtp.command_timeout).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))
+        };
+        handshake.or(timeout).await?;
+        self.helo = None;
+        self.esmtp = false;
+        self.transaction = None;
+        Ok(())
+    }
+
+    /// Reads the message after 354, stores it and answers the final dot.
+    async fn receive_message(&mut self) -> io::Result<()> {
+        let Some(transaction) = self.transaction.take() else {
+            return Ok(());
+        };
+        let store = &self.receiver.store;
+        let id = store.new_id()?;
+        let mut spool = store.spool().create(&id)?;
+        let received_ms = crate::time::now_ms();
+        let trace = Trace {
+            helo: self.helo.as_deref().unwrap_or("unknown"),
+            client_ip: self.ip,
+            hostname: &self.config.node.hostname,
+            esmtp: self.esmtp,
+            utf8: transaction.utf8,
+            tls: self.stream.tls_description(),
+            id: &id,
+            recipients: &transaction.recipients,
+            date: &crate::time::rfc5322(received_ms),
+        };
+        spool.write(trace.header().as_bytes())?;
+
+        let max = self.config.smtp.max_message_size;
+        let mut decoder = DataDecoder::default();
+        let mut decoded = Vec::with_capacity(64 * 1024);
+        let mut size: u64 = 0;
+        loop {
+            let used = decoder.feed(&self.input, &mut decoded);
+            self.input.drain(..used);
+            size += decoded.len() as u64;
+            if size <= max {
+                spool.write(&decoded)?;
+            }
+            decoded.clear();
+            if decoder.is_done() {
+                break;
+            }
+            if self.fill().await? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed during DATA"));
+            }
+        }
+
+        if size > max {
+            log::info!("{id}: reject: client=[{}] from=<{}> size={size}: message too big", self.ip, transaction.sender);
+            self.reply("552 5.3.4 Message size exceeds the fixed maximum message size");
+            return Ok(());
+        }
+        let stored = smol::unblock(move || spool.commit()).await;
+        let queued = match stored {
+            Ok(()) => {
+                self.receiver
+                    .queue
+                    .enqueue(Incoming {
+                        id: id.clone(),
+                        sender: transaction.sender.clone(),
+                        recipients: transaction.recipients.clone(),
+                        received_ms,
+                        client: self.ip.to_string(),
+                        size,
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match queued {
+            Ok(()) => {
+                log::info!(
+                    "{id}: accepted: client=[{}] helo={} from=<{}> to=<{}> size={size} verdict=accept",
+                    self.ip,
+                    self.helo.as_deref().unwrap_or("unknown"),
+                    transaction.sender,
+                    transaction.recipients.join(">,<"),
+                );
+                self.reply(&format!("250 2.0.0 Ok: queued as {id}"));
+            }
+            Err(e) => {
+                log::error!("{id}: cannot store message: {e}");
+                let _ = store.spool().remove(&id);
+                self.reply("451 4.3.0 Local error in processing, try again later");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! The node's storage: one sled database for state and a spool directory of
+//! message files beside it, both under `data_dir`. Each module opens its own
+//! trees through [`Store::tree`] and keeps their keys private.
+
+mod spool;
+
+pub use spool::Spool;
+
+use std::io;
+use std::path::Path;
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    spool: Spool,
+}
+
+impl Store {
+    pub fn open(data_dir: &Path) -> io::Result<Store> {
+        std::fs::create_dir_all(data_dir)?;
+        let db = sled::Config::new()
+            .path(data_dir.join("db"))
+            // We flush explicitly at each durability point; the background
+            // flusher only adds work.
+            .flush_every_ms(None)
+            .open()
+            .map_err(io::Error::other)?;
+        let spool = Spool::open(&data_dir.join("spool"))?;
+        Ok(Store {
+            db,
+            spool,
+        })
+    }
+
+    pub fn tree(&self, name: &str) -> io::Result<sled::Tree> {
+        self.db.open_tree(name).map_err(io::Error::other)
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// A new id, unique on this node across restarts.
+    pub fn new_id(&self) -> io::Result<String> {
+        let n = self.db.generate_id().map_err(io::Error::other)?;
+        Ok(format!("{n:012X}"))
+    }
+
+    /// The durability point: returns once every write made before the call is
+    /// on disk. Concurrent callers share one flush (group commit).
+    pub async fn flush(&self) -> io::Result<()> {
+        self.db.flush_async().await.map(|_| ()).map_err(io::Error::other)
+    }
+}
