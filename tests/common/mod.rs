@@ -1,0 +1,305 @@
+//! Test harness: the real antemx binary on loopback, a real downstream SMTP
+//! server that records what it receives, a DNS server on loopback, and a raw
+//! SMTP client. Everything binds ephemeral ports on 127.0.0.1.
+
+#![allow(dead_code)]
+
+pub mod dns;
+pub mod sink;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use sink::{Mode, Sink};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "antemx-test-{tag}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` until it is true or `limit` passes.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    check()
+}
+
+pub struct DomainRoute {
+    pub name: String,
+    pub deliver_to: SocketAddr,
+    pub tls: &'static str,
+}
+
+/// What goes into a test node's config file.
+pub struct Setup {
+    pub domains: Vec<DomainRoute>,
+    /// Extra TOML appended to the sections, e.g. `[smtp]` keys.
+    pub smtp_extra: String,
+    pub retry: String,
+    pub dns: Option<SocketAddr>,
+}
+
+impl Setup {
+    /// One customer domain, `example.com`, routed to `deliver_to`.
+    pub fn routed_to(deliver_to: SocketAddr) -> Setup {
+        Setup {
+            domains: vec![DomainRoute {
+                name: "example.com".into(),
+                deliver_to,
+                tls: "none",
+            }],
+            smtp_extra: String::new(),
+            retry: String::new(),
+            dns: None,
+        }
+    }
+}
+
+/// A running antemx process with its own data directory and ports.
+pub struct Node {
+    pub smtp: SocketAddr,
+    pub web: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn start(setup: Setup) -> Node {
+        let dir = temp_dir("node");
+        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut text = format!(
+            "[node]\nhostname = \"mx.antemx.test\"\ndata_dir = \"{}\"\n\n[smtp]\nlisten = [\"{smtp}\"]\n{}\n\n[web]\nlisten = \"{web}\"\n\n[retry]\n{}\n",
+            dir.join("data").display(),
+            setup.smtp_extra,
+            setup.retry
+        );
+        if let Some(dns) = setup.dns {
+            text.push_str(&format!("\n[dns]\nservers = [\"{dns}\"]\ntimeout = \"2s\"\n"));
+        }
+        for d in &setup.domains {
+            text.push_str(&format!(
+                "\n[[domain]]\nname = \"{}\"\ndeliver_to = \"{}\"\ntls = \"{}\"\n",
+                d.name, d.deliver_to, d.tls
+            ));
+        }
+        let config = dir.join("antemx.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut node = Node {
+            smtp,
+            web,
+            log: dir.join("antemx.log"),
+            dir,
+            config,
+            child: None,
+        };
+        node.launch();
+        node
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_antemx"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("antemx starts");
+        self.child = Some(child);
+        let smtp = self.smtp;
+        let web = self.web;
+        assert!(
+            wait_for(Duration::from_secs(20), || {
+                TcpStream::connect(smtp).is_ok() && TcpStream::connect(web).is_ok()
+            }),
+            "antemx did not start listening; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `antemx ARGS... --config <this node's config>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_antemx"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    /// `antemx queue list --json`, parsed.
+    pub fn queue(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["queue", "list", "--json"]);
+        assert!(out.status.success(), "queue list failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.smtp)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("antemx log ({}):\n{}", self.log.display(), self.log());
+        }
+    }
+}
+
+/// A raw SMTP client: what it sends is exactly what the test writes.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    pub greeting: (u16, String),
+}
+
+impl Client {
+    pub fn connect(address: SocketAddr) -> Client {
+        let stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut client = Client {
+            reader: BufReader::new(stream),
+            writer,
+            greeting: (0, String::new()),
+        };
+        client.greeting = client.reply();
+        client
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    /// Reads one reply, all lines of it: (code, text lines joined by \n).
+    pub fn reply(&mut self) -> (u16, String) {
+        let mut text = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).unwrap_or(0);
+            if n == 0 {
+                return (0, text.join("\n"));
+            }
+            let line = line.trim_end();
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            text.push(line.get(4..).unwrap_or("").to_string());
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return (code, text.join("\n"));
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send(line);
+        self.reply()
+    }
+
+    /// Whether the server has closed the connection.
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+    }
+
+    /// A whole transaction; the final reply to DATA (or the first failure).
+    pub fn send_message(&mut self, from: &str, to: &[&str], message: &str) -> (u16, String) {
+        let (code, text) = self.cmd(&format!("MAIL FROM:<{from}>"));
+        if code != 250 {
+            return (code, text);
+        }
+        let mut accepted = 0;
+        for rcpt in to {
+            if self.cmd(&format!("RCPT TO:<{rcpt}>")).0 == 250 {
+                accepted += 1;
+            }
+        }
+        if accepted == 0 {
+            self.cmd("RSET");
+            return (550, "no recipient accepted".into());
+        }
+        let (code, text) = self.cmd("DATA");
+        if code != 354 {
+            return (code, text);
+        }
+        self.send_raw(&dot_stuff(message.as_bytes()));
+        self.send_raw(b".\r\n");
+        self.reply()
+    }
+}
+
+/// Dot-stuffs a CRLF message and makes sure it ends with CRLF.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    let mut line_start = true;
+    for &b in message {
+        if line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The id in `250 2.0.0 Ok: queued as ID`.
+pub fn queue_id(reply: &(u16, String)) -> String {
+    assert_eq!(reply.0, 250, "not accepted: {reply:?}");
+    reply.1.rsplit(' ').next().unwrap().to_string()
+}
