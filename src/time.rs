@@ -47,7 +47,13 @@ mod tests {
     #[test]
     fn formats_known_dates() {
         assert_eq!(super::rfc5322(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(super::rfc5322(1_796_392_461_000), "Fri, 04 Dec 2026 13:54:21 +0000");
-        assert_eq!(super::rfc5322(951_782_400_000), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(
+            super::rfc5322(1_796_392_461_000),
+            "Fri, 04 Dec 2026 13:54:21 +0000"
+        );
+        assert_eq!(
+            super::rfc5322(951_782_400_000),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::retry::{QueueEntry, QueueExtension};
 use argh::FromArgs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(FromArgs)]
 /// Inspect and act on the delivery queue of the running node.
@@ -105,7 +105,7 @@ struct Admin {
 }
 
 impl Admin {
-    fn new(config: &PathBuf) -> Result<Admin, String> {
+    fn new(config: &Path) -> Result<Admin, String> {
         let config = Config::load(config).map_err(|e| e.to_string())?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -135,7 +135,10 @@ impl Admin {
         if status.is_success() {
             Ok(body)
         } else {
-            Err(body["error"].as_str().unwrap_or("request failed").to_string())
+            Err(body["error"]
+                .as_str()
+                .unwrap_or("request failed")
+                .to_string())
         }
     }
 }
@@ -155,7 +158,11 @@ fn print_entry(entry: &QueueEntry) {
         when(entry.next_attempt_ms),
         when(entry.expires_ms)
     );
-    println!("    from <{}> to <{}>", entry.sender, entry.recipients.join(">, <"));
+    println!(
+        "    from <{}> to <{}>",
+        entry.sender,
+        entry.recipients.join(">, <")
+    );
     if let Some(error) = &entry.last_error {
         println!("    last error: {error}");
     }
@@ -185,7 +192,9 @@ pub fn run(args: QueueArgs) -> i32 {
             if a.json {
                 println!("{value}");
             } else {
-                typed::<Vec<QueueEntry>>(value)?.iter().for_each(print_entry);
+                typed::<Vec<QueueEntry>>(value)?
+                    .iter()
+                    .for_each(print_entry);
             }
             Ok(())
         }),
@@ -213,7 +222,10 @@ pub fn run(args: QueueArgs) -> i32 {
         }),
         Action::Extend(a) => Admin::new(&a.config).and_then(|admin| {
             crate::config::parse_duration(&a.by)?;
-            let value = admin.call("POST", &format!("/queue/extend?domain={}&by={}", a.domain, a.by))?;
+            let value = admin.call(
+                "POST",
+                &format!("/queue/extend?domain={}&by={}", a.domain, a.by),
+            )?;
             if a.json {
                 println!("{value}");
             } else {

@@ -25,7 +25,9 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> i32 {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     if std::env::var_os("SMOL_THREADS").is_none() {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         std::env::set_var("SMOL_THREADS", threads.to_string());
     }
     let config = match Config::load(&args.config) {
@@ -60,7 +62,8 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
 
     let mut smtp_listeners = Vec::new();
     for address in &config.smtp.listen {
-        let listener = std::net::TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        let listener = std::net::TcpListener::bind(address)
+            .map_err(|e| format!("cannot listen on {address}: {e}"))?;
         smtp_listeners.push(smol::net::TcpListener::try_from(listener).map_err(|e| e.to_string())?);
     }
     let web = std::net::TcpListener::bind(config.web.listen)
@@ -82,7 +85,8 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
         data_dir.display()
     );
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| e.to_string())?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| e.to_string())?;
     for signal in signals.forever() {
         if signal == SIGHUP {
             match Config::load(&path) {

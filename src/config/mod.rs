@@ -99,7 +99,11 @@ impl std::fmt::Display for HostPort {
 
 impl HostPort {
     fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not host:port (e.g. \"mail.example.com:25\" or \"[2001:db8::1]:25\")");
+        let bad = || {
+            format!(
+                "{text:?} is not host:port (e.g. \"mail.example.com:25\" or \"[2001:db8::1]:25\")"
+            )
+        };
         let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port: u16 = port.parse().map_err(|_| bad())?;
@@ -340,20 +344,27 @@ impl Config {
 
     /// Parses config text; an error carries its 1-based line when known.
     pub fn parse(text: &str) -> Result<Config, (Option<usize>, String)> {
-        let line_of = |offset: usize| Some(text[..offset.min(text.len())].matches('\n').count() + 1);
+        let line_of =
+            |offset: usize| Some(text[..offset.min(text.len())].matches('\n').count() + 1);
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().and_then(|span| line_of(span.start));
             (line, e.message().to_string())
         })?;
         let at = |span: std::ops::Range<usize>, message: String| {
-            let line = if span.end == 0 { None } else { line_of(span.start) };
+            let line = if span.end == 0 {
+                None
+            } else {
+                line_of(span.start)
+            };
             (line, message)
         };
         let socket = |value: &Spanned<String>, what: &str| {
-            value
-                .get_ref()
-                .parse::<SocketAddr>()
-                .map_err(|_| at(value.span(), format!("{what}: {:?} is not ip:port", value.get_ref())))
+            value.get_ref().parse::<SocketAddr>().map_err(|_| {
+                at(
+                    value.span(),
+                    format!("{what}: {:?} is not ip:port", value.get_ref()),
+                )
+            })
         };
 
         if raw.node.hostname.trim().is_empty() || raw.node.hostname.contains(char::is_whitespace) {
@@ -371,10 +382,16 @@ impl Config {
             _ => return Err((None, "[smtp] tls_cert and tls_key go together".into())),
         };
         if raw.retry.min_interval.0 > raw.retry.max_interval.0 {
-            return Err((None, "[retry] min_interval is longer than max_interval".into()));
+            return Err((
+                None,
+                "[retry] min_interval is longer than max_interval".into(),
+            ));
         }
         if raw.retry.max_connections == 0 || raw.smtp.max_recipients == 0 {
-            return Err((None, "[retry] max_connections and [smtp] max_recipients must be at least 1".into()));
+            return Err((
+                None,
+                "[retry] max_connections and [smtp] max_recipients must be at least 1".into(),
+            ));
         }
         let servers = raw
             .dns
@@ -387,11 +404,18 @@ impl Config {
         for d in raw.domain {
             let name = normalize_domain(d.name.get_ref());
             if name.is_empty() || !name.contains('.') && name != "localhost" {
-                return Err(at(d.name.span(), format!("domain name {:?} is not a domain", d.name.get_ref())));
+                return Err(at(
+                    d.name.span(),
+                    format!("domain name {:?} is not a domain", d.name.get_ref()),
+                ));
             }
-            let deliver_to = HostPort::parse(d.deliver_to.get_ref()).map_err(|m| at(d.deliver_to.span(), m))?;
+            let deliver_to =
+                HostPort::parse(d.deliver_to.get_ref()).map_err(|m| at(d.deliver_to.span(), m))?;
             if domains.contains_key(&name) {
-                return Err(at(d.name.span(), format!("domain {name} is configured twice")));
+                return Err(at(
+                    d.name.span(),
+                    format!("domain {name} is configured twice"),
+                ));
             }
             domains.insert(
                 name,
@@ -432,7 +456,11 @@ impl Config {
             },
             dns: Dns {
                 servers,
-                timeout: raw.dns.timeout.map(|s| s.0).unwrap_or(Duration::from_secs(5)),
+                timeout: raw
+                    .dns
+                    .timeout
+                    .map(|s| s.0)
+                    .unwrap_or(Duration::from_secs(5)),
             },
             domains,
         })
@@ -480,7 +508,8 @@ mod tests {
 
     #[test]
     fn unknown_key_names_its_line() {
-        let text = format!("{MINIMAL}[smtp]\nlisten = [\"127.0.0.1:25\"]\nmax_mesage_size = \"1MB\"\n");
+        let text =
+            format!("{MINIMAL}[smtp]\nlisten = [\"127.0.0.1:25\"]\nmax_mesage_size = \"1MB\"\n");
         let (line, message) = Config::parse(&text).unwrap_err();
         assert_eq!(line, Some(6), "{message}");
         assert!(message.contains("max_mesage_size"), "{message}");
@@ -488,14 +517,18 @@ mod tests {
 
     #[test]
     fn bad_route_names_its_line() {
-        let text = format!("{MINIMAL}\n[[domain]]\nname = \"Example.COM.\"\ndeliver_to = \"mail.example.com\"\n");
+        let text = format!(
+            "{MINIMAL}\n[[domain]]\nname = \"Example.COM.\"\ndeliver_to = \"mail.example.com\"\n"
+        );
         let (line, message) = Config::parse(&text).unwrap_err();
         assert_eq!(line, Some(7), "{message}");
     }
 
     #[test]
     fn domains_are_case_and_dot_insensitive() {
-        let text = format!("{MINIMAL}\n[[domain]]\nname = \"Example.COM.\"\ndeliver_to = \"127.0.0.1:2526\"\n");
+        let text = format!(
+            "{MINIMAL}\n[[domain]]\nname = \"Example.COM.\"\ndeliver_to = \"127.0.0.1:2526\"\n"
+        );
         let config = Config::parse(&text).unwrap();
         assert!(config.domain("EXAMPLE.com").is_some());
         assert!(config.domain("example.com.").is_some());
@@ -517,7 +550,9 @@ pub struct Live(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Config>>>);
 
 impl Live {
     pub fn new(config: Config) -> Live {
-        Live(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(config))))
+        Live(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(config),
+        )))
     }
 
     pub fn current(&self) -> std::sync::Arc<Config> {

@@ -22,7 +22,11 @@ fn split_number(text: &str) -> Option<(f64, &str)> {
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}: write a number and a unit (ms, s, m, h, d), e.g. \"1000s\"");
+    let bad = || {
+        format!(
+            "invalid duration {text:?}: write a number and a unit (ms, s, m, h, d), e.g. \"1000s\""
+        )
+    };
     let (number, unit) = split_number(text).ok_or_else(bad)?;
     let seconds = match unit {
         "ms" => number / 1000.0,
@@ -36,7 +40,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size {text:?}: write a number and a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. \"25MB\"");
+    let bad = || {
+        format!("invalid size {text:?}: write a number and a unit (B, KB, MB, GB, KiB, MiB, GiB), e.g. \"25MB\"")
+    };
     let (number, unit) = split_number(text).ok_or_else(bad)?;
     let factor: f64 = match unit {
         "B" => 1.0,

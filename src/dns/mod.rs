@@ -60,15 +60,27 @@ impl Resolver {
             return Ok(vec![domain.to_string()]);
         }
         hosts.sort();
-        Ok(hosts.into_iter().map(|(_, host)| host).filter(|h| !h.is_empty()).collect())
+        Ok(hosts
+            .into_iter()
+            .map(|(_, host)| host)
+            .filter(|h| !h.is_empty())
+            .collect())
     }
 
     /// IPv4 and IPv6 addresses of a host; an IP literal is returned as is.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
-        if let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             return Ok(vec![ip]);
         }
-        let (v4, v6) = smol::future::zip(self.query(host, RecordType::A), self.query(host, RecordType::AAAA)).await;
+        let (v4, v6) = smol::future::zip(
+            self.query(host, RecordType::A),
+            self.query(host, RecordType::AAAA),
+        )
+        .await;
         let mut out = Vec::new();
         let mut first_error = None;
         for result in [v4, v6] {
@@ -89,13 +101,19 @@ impl Resolver {
     }
 
     async fn query(&self, name: &str, kind: RecordType) -> Result<Message, DnsError> {
-        let fqdn = if name.ends_with('.') { name.to_string() } else { format!("{name}.") };
+        let fqdn = if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.")
+        };
         let name = Name::from_str(&fqdn).map_err(|_| DnsError::NoSuchDomain)?;
         let mut request = Message::query();
         request.add_query(Query::query(name, kind));
         request.metadata.recursion_desired = true;
         let id = request.metadata.id;
-        let bytes = request.to_vec().map_err(|e| DnsError::Temporary(e.to_string()))?;
+        let bytes = request
+            .to_vec()
+            .map_err(|e| DnsError::Temporary(e.to_string()))?;
 
         let mut last = DnsError::Temporary("no name servers configured".into());
         for server in &self.servers {
@@ -108,7 +126,10 @@ impl Resolver {
             };
             let timeout = async {
                 smol::Timer::after(self.timeout).await;
-                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out",
+                ))
             };
             match attempt.or(timeout).await {
                 Ok(answer) => match answer.metadata.response_code {
@@ -129,14 +150,19 @@ fn name_text(name: &Name) -> String {
 }
 
 fn parse_answer(bytes: &[u8], id: u16) -> std::io::Result<Option<Message>> {
-    let answer = Message::from_vec(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let answer = Message::from_vec(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     Ok((answer.metadata.id == id).then_some(answer))
 }
 
 async fn udp_exchange(server: SocketAddr, request: &[u8], id: u16) -> std::io::Result<Message> {
-    let local: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-        .parse()
-        .map_err(|_| std::io::Error::other("bad local address"))?;
+    let local: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .map_err(|_| std::io::Error::other("bad local address"))?;
     let socket = smol::net::UdpSocket::bind(local).await?;
     socket.connect(server).await?;
     socket.send(request).await?;
@@ -152,7 +178,8 @@ async fn udp_exchange(server: SocketAddr, request: &[u8], id: u16) -> std::io::R
 
 async fn tcp_exchange(server: SocketAddr, request: &[u8], id: u16) -> std::io::Result<Message> {
     let mut stream = smol::net::TcpStream::connect(server).await?;
-    let length = u16::try_from(request.len()).map_err(|_| std::io::Error::other("request too long"))?;
+    let length =
+        u16::try_from(request.len()).map_err(|_| std::io::Error::other("request too long"))?;
     let mut framed = length.to_be_bytes().to_vec();
     framed.extend_from_slice(request);
     stream.write_all(&framed).await?;
@@ -160,7 +187,8 @@ async fn tcp_exchange(server: SocketAddr, request: &[u8], id: u16) -> std::io::R
     stream.read_exact(&mut length).await?;
     let mut buffer = vec![0u8; u16::from_be_bytes(length) as usize];
     stream.read_exact(&mut buffer).await?;
-    parse_answer(&buffer, id)?.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "answer id mismatch"))
+    parse_answer(&buffer, id)?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "answer id mismatch"))
 }
 
 fn system_servers() -> Vec<SocketAddr> {

@@ -6,7 +6,10 @@ use crate::config::{normalize_domain, Config};
 #[derive(Debug, PartialEq, Eq)]
 pub enum RcptVerdict {
     /// The address to queue (domain normalised) and its customer domain.
-    Accept { address: String, domain: String },
+    Accept {
+        address: String,
+        domain: String,
+    },
     Refuse(&'static str),
 }
 
@@ -23,7 +26,9 @@ pub fn judge_recipient(config: &Config, address: &str) -> RcptVerdict {
     }
     let domain = normalize_domain(domain);
     if domain.starts_with('[') || config.domain(&domain).is_none() {
-        return RcptVerdict::Refuse("550 5.7.1 Relaying denied: not a domain this server accepts mail for");
+        return RcptVerdict::Refuse(
+            "550 5.7.1 Relaying denied: not a domain this server accepts mail for",
+        );
     }
     RcptVerdict::Accept {
         address: format!("{local}@{domain}"),

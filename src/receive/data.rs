@@ -188,7 +188,10 @@ mod tests {
             assert_eq!(all_steps(&input), None, "{seq:?} ended the message");
             input.extend_from_slice(b"\r\n.\r\n");
             let (body, _) = all_steps(&input).unwrap();
-            assert!(body.ends_with(b"MAIL FROM:<evil@x>\r\n\r\n"), "{seq:?}: {body:?}");
+            assert!(
+                body.ends_with(b"MAIL FROM:<evil@x>\r\n\r\n"),
+                "{seq:?}: {body:?}"
+            );
         }
     }
 

@@ -1,7 +1,12 @@
 //! The EHLO and HELO replies.
 
 /// The EHLO reply: what this server supports.
-pub fn ehlo_reply(hostname: &str, client_name: &str, max_size: u64, offer_starttls: bool) -> String {
+pub fn ehlo_reply(
+    hostname: &str,
+    client_name: &str,
+    max_size: u64,
+    offer_starttls: bool,
+) -> String {
     let mut lines = vec![
         format!("{hostname} Hello {client_name}"),
         "PIPELINING".to_string(),

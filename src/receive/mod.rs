@@ -99,7 +99,9 @@ impl Receiver {
             Err(reply) => {
                 log::info!("connection refused: client=[{ip}] reason=limit");
                 let hostname = self.live.current().node.hostname.clone();
-                let _ = stream.write_all(format!("421 4.7.0 {hostname} {reply}\r\n").as_bytes()).await;
+                let _ = stream
+                    .write_all(format!("421 4.7.0 {hostname} {reply}\r\n").as_bytes())
+                    .await;
                 return;
             }
         };

@@ -75,7 +75,10 @@ impl<'a> Session<'a> {
         self.output.extend_from_slice(greeting.as_bytes());
         if let Err(e) = self.serve().await {
             if e.kind() == io::ErrorKind::TimedOut {
-                let bye = format!("421 4.4.2 {} Timeout, closing connection\r\n", self.config.node.hostname);
+                let bye = format!(
+                    "421 4.4.2 {} Timeout, closing connection\r\n",
+                    self.config.node.hostname
+                );
                 self.output.extend_from_slice(bye.as_bytes());
                 let _ = self.flush().await;
             }
@@ -163,7 +166,10 @@ impl<'a> Session<'a> {
         self.reply(reply);
         self.errors += 1;
         if self.errors >= self.config.smtp.max_errors {
-            let bye = format!("421 4.7.0 {} Too many errors, closing connection", self.config.node.hostname);
+            let bye = format!(
+                "421 4.7.0 {} Too many errors, closing connection",
+                self.config.node.hostname
+            );
             self.reply(&bye);
             log::info!("disconnect: client=[{}] reason=too-many-errors", self.ip);
             return Next::Close;
@@ -187,7 +193,8 @@ impl<'a> Session<'a> {
                     return self.error("503 5.5.1 Nested MAIL command");
                 }
                 if from.size as u64 > self.config.smtp.max_message_size {
-                    return self.error("552 5.3.4 Message size exceeds the fixed maximum message size");
+                    return self
+                        .error("552 5.3.4 Message size exceeds the fixed maximum message size");
                 }
                 self.transaction = Some(Transaction {
                     sender: from.address.to_string(),
@@ -255,13 +262,19 @@ impl<'a> Session<'a> {
 
     fn parse_error(&mut self, error: ParseError) -> Next {
         let reply = match error {
-            ParseError::UnknownCommand | ParseError::NeedsMoreData { .. } | ParseError::ResponseTooLong => {
+            ParseError::UnknownCommand
+            | ParseError::NeedsMoreData { .. }
+            | ParseError::ResponseTooLong => {
                 "500 5.5.2 Syntax error, command unrecognized".to_string()
             }
             ParseError::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax".to_string(),
-            ParseError::InvalidRecipientAddress => "501 5.1.3 Bad recipient address syntax".to_string(),
+            ParseError::InvalidRecipientAddress => {
+                "501 5.1.3 Bad recipient address syntax".to_string()
+            }
             ParseError::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
-            ParseError::InvalidParameter { param } => format!("501 5.5.4 Invalid parameter {param}"),
+            ParseError::InvalidParameter { param } => {
+                format!("501 5.5.4 Invalid parameter {param}")
+            }
             ParseError::UnsupportedParameter { param } => {
                 format!("555 5.5.4 Unsupported parameter {}", sanitize_helo(&param))
             }
@@ -276,7 +289,12 @@ impl<'a> Session<'a> {
         self.esmtp = esmtp;
         let reply = if esmtp {
             let offer_tls = self.receiver.tls.is_some() && !matches!(self.stream, Stream::Tls(_));
-            ehlo_reply(&self.config.node.hostname, &name, self.config.smtp.max_message_size, offer_tls)
+            ehlo_reply(
+                &self.config.node.hostname,
+                &name,
+                self.config.smtp.max_message_size,
+                offer_tls,
+            )
         } else {
             format!("250 {}\r\n", self.config.node.hostname)
         };
@@ -325,7 +343,10 @@ impl<'a> Session<'a> {
         let handshake = self.stream.start_tls(acceptor);
         let timeout = async {
             smol::Timer::after(self.config.smtp.command_timeout).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timeout"))
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timeout",
+            ))
         };
         handshake.or(timeout).await?;
         self.helo = None;
@@ -372,12 +393,19 @@ impl<'a> Session<'a> {
                 break;
             }
             if self.fill().await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed during DATA"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed during DATA",
+                ));
             }
         }
 
         if size > max {
-            log::info!("{id}: reject: client=[{}] from=<{}> size={size}: message too big", self.ip, transaction.sender);
+            log::info!(
+                "{id}: reject: client=[{}] from=<{}> size={size}: message too big",
+                self.ip,
+                transaction.sender
+            );
             self.reply("552 5.3.4 Message size exceeds the fixed maximum message size");
             return Ok(());
         }

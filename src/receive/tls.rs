@@ -18,15 +18,21 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
         .and_then(|certs| certs.collect::<Result<_, _>>())
         .map_err(|e| format!("{}: {e}", files.cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate in the file", files.cert.display()));
+        return Err(format!(
+            "{}: no certificate in the file",
+            files.cert.display()
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("{}: {e}", files.key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("{}: {e}", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("{}: {e}", files.cert.display()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -44,12 +50,19 @@ impl Stream {
         match self {
             Stream::Tls(tls) => {
                 let (_, session) = tls.get_ref();
-                let version = session.protocol_version().and_then(|v| v.as_str()).unwrap_or("TLS");
+                let version = session
+                    .protocol_version()
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("TLS");
                 let cipher = session
                     .negotiated_cipher_suite()
                     .and_then(|c| c.suite().as_str())
                     .unwrap_or("unknown");
-                Some(format!("version={} cipher={}", version.replace("TLSv1_", "TLSv1."), cipher))
+                Some(format!(
+                    "version={} cipher={}",
+                    version.replace("TLSv1_", "TLSv1."),
+                    cipher
+                ))
             }
             _ => None,
         }
@@ -74,7 +87,11 @@ fn switching() -> io::Error {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -84,7 +101,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

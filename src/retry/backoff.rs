@@ -15,10 +15,19 @@ mod tests {
     #[test]
     fn follows_the_age_within_bounds() {
         let (min, max) = (Duration::from_secs(1000), Duration::from_secs(4000));
-        for (age, base) in [(0, 1000), (999, 1000), (2500, 2500), (4000, 4000), (90_000, 4000)] {
+        for (age, base) in [
+            (0, 1000),
+            (999, 1000),
+            (2500, 2500),
+            (4000, 4000),
+            (90_000, 4000),
+        ] {
             let delay = retry_delay(Duration::from_secs(age), min, max);
             let base = Duration::from_secs(base);
-            assert!(delay >= base && delay <= base.mul_f64(1.05), "age {age}: {delay:?}");
+            assert!(
+                delay >= base && delay <= base.mul_f64(1.05),
+                "age {age}: {delay:?}"
+            );
         }
     }
 }

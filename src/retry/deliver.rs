@@ -35,14 +35,21 @@ pub struct Target<'a> {
 }
 
 fn reply_text(response: &Response) -> String {
-    format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))
+    format!(
+        "{} {}",
+        response.code(),
+        response.message().collect::<Vec<_>>().join(" ")
+    )
 }
 
 fn error_outcome(error: &lettre::transport::smtp::Error) -> Outcome {
     let text = match error.status() {
         Some(code) => {
             let detail = error.to_string();
-            let detail = detail.split_once("): ").map(|(_, d)| d.to_string()).unwrap_or(detail);
+            let detail = detail
+                .split_once("): ")
+                .map(|(_, d)| d.to_string())
+                .unwrap_or(detail);
             format!("{code} {detail}")
         }
         None => error.to_string(),
@@ -78,8 +85,10 @@ pub fn connect(target: &Target) -> Result<Connection, String> {
 }
 
 fn open(target: &Target, address: SocketAddr, helo: &ClientId) -> Result<Connection, String> {
-    let mut smtp = SmtpConnection::connect(address, Some(target.connect_timeout), helo, None, None).map_err(|e| e.to_string())?;
-    smtp.set_timeout(Some(target.command_timeout)).map_err(|e| e.to_string())?;
+    let mut smtp = SmtpConnection::connect(address, Some(target.connect_timeout), helo, None, None)
+        .map_err(|e| e.to_string())?;
+    smtp.set_timeout(Some(target.command_timeout))
+        .map_err(|e| e.to_string())?;
     let wants_tls = target.tls != DownstreamTls::None;
     if wants_tls && smtp.can_starttls() {
         let parameters = tls_parameters(target.server_name)?;
@@ -88,17 +97,35 @@ fn open(target: &Target, address: SocketAddr, helo: &ClientId) -> Result<Connect
             Err(e) if target.tls == DownstreamTls::Opportunistic => {
                 // A broken TLS stack must not stop mail: try again in clear.
                 log::warn!("STARTTLS with {address} failed ({e}); retrying without TLS");
-                let mut smtp = SmtpConnection::connect(address, Some(target.connect_timeout), helo, None, None).map_err(|e| e.to_string())?;
-                smtp.set_timeout(Some(target.command_timeout)).map_err(|e| e.to_string())?;
-                return Ok(Connection { smtp, peer: address, dirty: false });
+                let mut smtp = SmtpConnection::connect(
+                    address,
+                    Some(target.connect_timeout),
+                    helo,
+                    None,
+                    None,
+                )
+                .map_err(|e| e.to_string())?;
+                smtp.set_timeout(Some(target.command_timeout))
+                    .map_err(|e| e.to_string())?;
+                return Ok(Connection {
+                    smtp,
+                    peer: address,
+                    dirty: false,
+                });
             }
             Err(e) => return Err(format!("STARTTLS failed: {e}")),
         }
     } else if target.tls == DownstreamTls::Required {
         let _ = smtp.quit();
-        return Err("TLS is required for this domain and the server does not offer STARTTLS".into());
+        return Err(
+            "TLS is required for this domain and the server does not offer STARTTLS".into(),
+        );
     }
-    Ok(Connection { smtp, peer: address, dirty: false })
+    Ok(Connection {
+        smtp,
+        peer: address,
+        dirty: false,
+    })
 }
 
 impl Connection {
@@ -112,8 +139,18 @@ impl Connection {
 
     /// Sends one message; returns each recipient's outcome, and whether the
     /// connection can carry another message.
-    pub fn send(&mut self, sender: &str, recipients: &[String], message: &[u8]) -> (Vec<(String, Outcome)>, bool) {
-        let all = |outcome: Outcome| recipients.iter().map(|r| (r.clone(), outcome.clone())).collect::<Vec<_>>();
+    pub fn send(
+        &mut self,
+        sender: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> (Vec<(String, Outcome)>, bool) {
+        let all = |outcome: Outcome| {
+            recipients
+                .iter()
+                .map(|r| (r.clone(), outcome.clone()))
+                .collect::<Vec<_>>()
+        };
         if self.dirty {
             if let Err(e) = self.smtp.command("RSET\r\n") {
                 return (all(Outcome::Temporary(format!("RSET: {e}"))), false);
@@ -129,7 +166,10 @@ impl Connection {
         if utf8_envelope {
             if !info.supports_feature(Extension::SmtpUtfEight) {
                 return (
-                    all(Outcome::Permanent("554 5.6.7 the destination does not support SMTPUTF8 for this address".into())),
+                    all(Outcome::Permanent(
+                        "554 5.6.7 the destination does not support SMTPUTF8 for this address"
+                            .into(),
+                    )),
                     true,
                 );
             }
@@ -137,7 +177,10 @@ impl Connection {
         }
 
         self.dirty = true;
-        if let Err(e) = self.smtp.command(format!("MAIL FROM:<{sender}>{parameters}\r\n")) {
+        if let Err(e) = self
+            .smtp
+            .command(format!("MAIL FROM:<{sender}>{parameters}\r\n"))
+        {
             return (all(error_outcome(&e)), !self.smtp.has_broken());
         }
         let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(recipients.len());
@@ -148,7 +191,8 @@ impl Connection {
                 Err(e) => {
                     if self.smtp.has_broken() {
                         let outcome = Outcome::Temporary(e.to_string());
-                        let answered: Vec<String> = outcomes.iter().map(|(r, _)| r.clone()).collect();
+                        let answered: Vec<String> =
+                            outcomes.iter().map(|(r, _)| r.clone()).collect();
                         let rest = recipients.iter().filter(|r| !answered.contains(r));
                         outcomes.extend(rest.map(|r| (r.clone(), outcome.clone())));
                         return (outcomes, false);
@@ -160,12 +204,21 @@ impl Connection {
         if accepted.is_empty() {
             return (outcomes, true);
         }
-        let data = self.smtp.command(Data).and_then(|_| {
-            // lettre writes CRLF.CRLF itself; the message's own final CRLF
-            // is the first half of it.
-            let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-            self.smtp.message(body)
-        });
+        let data = self
+            .smtp
+            .command(Data)
+            .and_then(|_| match std::str::from_utf8(message) {
+                // One write for the message and its terminator: lettre's
+                // `message` writes the final dot separately, and with Nagle and
+                // delayed ACKs that costs 40 ms per message.
+                Ok(text) => self.smtp.command(DotStuffed(text)),
+                Err(_) => {
+                    // lettre writes CRLF.CRLF itself; the message's own final
+                    // CRLF is the first half of it.
+                    let body = message.strip_suffix(b"\r\n").unwrap_or(message);
+                    self.smtp.message(body)
+                }
+            });
         let outcome = match data {
             Ok(response) => {
                 self.dirty = false;
@@ -175,5 +228,33 @@ impl Connection {
         };
         outcomes.extend(accepted.into_iter().map(|r| (r, outcome.clone())));
         (outcomes, !self.smtp.has_broken())
+    }
+}
+
+/// A CRLF message, dot-stuffed and terminated, written as one piece.
+struct DotStuffed<'a>(&'a str);
+
+impl std::fmt::Display for DotStuffed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for line in self.0.split_inclusive('\n') {
+            if line.starts_with('.') {
+                f.write_str(".")?;
+            }
+            f.write_str(line)?;
+        }
+        if !self.0.is_empty() && !self.0.ends_with("\r\n") {
+            f.write_str("\r\n")?;
+        }
+        f.write_str(".\r\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dot_stuffing_for_the_wire() {
+        let wire = super::DotStuffed("a\r\n.b\r\n..\r\n.\r\n").to_string();
+        assert_eq!(wire, "a\r\n..b\r\n...\r\n..\r\n.\r\n");
+        assert_eq!(super::DotStuffed("x").to_string(), "x\r\n.\r\n");
     }
 }

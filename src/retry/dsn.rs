@@ -26,7 +26,11 @@ pub struct Report<'a> {
 pub fn status_of(reply: &str, permanent: bool) -> String {
     let found = reply.split_whitespace().take(2).find(|word| {
         let parts: Vec<&str> = word.split('.').collect();
-        parts.len() == 3 && matches!(parts[0], "2" | "4" | "5") && parts[1..].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts[1..]
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     });
     match found {
         Some(code) if permanent && code.starts_with('4') => format!("5{}", &code[1..]),
@@ -67,7 +71,11 @@ impl Report<'_> {
             id = self.queue_id,
         ));
         for failure in self.failures {
-            text.push_str(&format!("<{}>: {}\r\n", failure.recipient, one_line(&failure.diagnostic)));
+            text.push_str(&format!(
+                "<{}>: {}\r\n",
+                failure.recipient,
+                one_line(&failure.diagnostic)
+            ));
         }
         text.push_str(&format!(
             "\r\n--{boundary}\r\n\
@@ -137,7 +145,9 @@ mod tests {
         .render();
         let text = String::from_utf8(report).unwrap();
         assert!(text.contains("report-type=delivery-status"));
-        assert!(text.contains("Final-Recipient: rfc822; bob@example.com\r\nAction: failed\r\nStatus: 5.1.1"));
+        assert!(text.contains(
+            "Final-Recipient: rfc822; bob@example.com\r\nAction: failed\r\nStatus: 5.1.1"
+        ));
         assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 unknown user"));
         assert!(text.contains("text/rfc822-headers\r\n\r\nSubject: hi\r\n"));
         assert!(text.ends_with("--ABC/mx.test--\r\n"));

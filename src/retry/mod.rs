@@ -109,7 +109,10 @@ impl Queue {
                 Some(job) => {
                     due.insert((job.next_attempt_ms, job.key()));
                 }
-                None => log::error!("queue entry {} is unreadable; left in place", String::from_utf8_lossy(&key)),
+                None => log::error!(
+                    "queue entry {} is unreadable; left in place",
+                    String::from_utf8_lossy(&key)
+                ),
             }
         }
         let (wake, woken) = async_channel::bounded(1);
@@ -130,7 +133,10 @@ impl Queue {
     pub async fn enqueue(&self, message: Incoming) -> io::Result<()> {
         let mut by_domain: Vec<(String, Vec<String>)> = Vec::new();
         for recipient in message.recipients {
-            let domain = recipient.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+            let domain = recipient
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default();
             match by_domain.iter_mut().find(|(d, _)| *d == domain) {
                 Some((_, list)) => list.push(recipient),
                 None => by_domain.push((domain, vec![recipient])),
@@ -163,7 +169,10 @@ impl Queue {
 
     fn put(&self, job: &Job) -> io::Result<()> {
         let value = serde_json::to_vec(job).map_err(io::Error::other)?;
-        self.0.jobs.insert(job.key(), value).map_err(io::Error::other)?;
+        self.0
+            .jobs
+            .insert(job.key(), value)
+            .map_err(io::Error::other)?;
         Ok(())
     }
 
@@ -177,7 +186,10 @@ impl Queue {
     }
 
     fn all_jobs(&self) -> impl Iterator<Item = Job> + '_ {
-        self.0.jobs.iter().filter_map(|entry| entry.ok().and_then(|(_, v)| decode(&v)))
+        self.0
+            .jobs
+            .iter()
+            .filter_map(|entry| entry.ok().and_then(|(_, v)| decode(&v)))
     }
 
     fn jobs_of(&self, message: &str) -> Vec<Job> {
@@ -229,7 +241,10 @@ impl Queue {
     }
 
     pub fn show(&self, id: &str) -> Vec<QueueEntry> {
-        self.jobs_of(id).into_iter().map(|job| self.entry(job)).collect()
+        self.jobs_of(id)
+            .into_iter()
+            .map(|job| self.entry(job))
+            .collect()
     }
 
     /// Makes one message (or all) due now; returns how many jobs.
@@ -290,7 +305,10 @@ impl Queue {
         extension.extra_ms += by_ms;
         extension.until_ms = extension.until_ms.max(now + by_ms);
         let value = serde_json::to_vec(&extension).map_err(io::Error::other)?;
-        self.0.extensions.insert(domain.as_bytes(), value).map_err(io::Error::other)?;
+        self.0
+            .extensions
+            .insert(domain.as_bytes(), value)
+            .map_err(io::Error::other)?;
         self.0.store.flush().await?;
         log::info!("queue: lifetime of {domain} extended by {}s", by.as_secs());
         Ok(QueueExtension {

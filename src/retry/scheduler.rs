@@ -55,6 +55,8 @@ pub struct Destination {
 #[derive(Default)]
 struct DestinationState {
     workers: usize,
+    /// Workers waiting for a job: a new job needs a new worker only when none is.
+    idle: usize,
     /// The last attempt failed temporarily for every recipient: when one
     /// succeeds again, the destination's waiting mail goes out at once.
     deferred: bool,
@@ -123,8 +125,7 @@ fn hand_to_worker(queue: &Queue, job: Job) {
     if destination.sender.try_send(job).is_err() {
         return;
     }
-    let busy = state.workers.saturating_sub(destination.receiver.len().saturating_sub(1));
-    if state.workers < config.retry.max_connections && (state.workers == 0 || busy >= state.workers) {
+    if state.idle == 0 && state.workers < config.retry.max_connections {
         state.workers += 1;
         let queue = queue.clone();
         let destination = destination.clone();
@@ -135,20 +136,30 @@ fn hand_to_worker(queue: &Queue, job: Job) {
 async fn worker(queue: Queue, destination: Arc<Destination>) {
     let mut connection: Option<Connection> = None;
     loop {
+        lock(&destination.state).idle += 1;
         let next = async { destination.receiver.recv().await.ok() };
         let idle = async {
             smol::Timer::after(IDLE).await;
             None
         };
-        let Some(job) = next.or(idle).await else {
+        let job = next.or(idle).await;
+        let stop = {
             let mut state = lock(&destination.state);
-            if !destination.receiver.is_empty() {
-                continue;
+            state.idle -= 1;
+            // Exit only when nothing was queued meanwhile; the dispatcher
+            // pushes under the same lock, so no job is left without a worker.
+            let stop = job.is_none() && destination.receiver.is_empty();
+            if stop {
+                state.workers -= 1;
             }
-            state.workers -= 1;
-            break;
+            stop
         };
-        connection = attempt(&queue, &destination, job, connection).await;
+        if stop {
+            break;
+        }
+        if let Some(job) = job {
+            connection = attempt(&queue, &destination, job, connection).await;
+        }
     }
     if let Some(connection) = connection {
         smol::unblock(move || connection.quit()).await;
@@ -156,15 +167,27 @@ async fn worker(queue: Queue, destination: Arc<Destination>) {
 }
 
 /// Delivers one job; returns the connection when it can carry another message.
-async fn attempt(queue: &Queue, destination: &Destination, job: Job, connection: Option<Connection>) -> Option<Connection> {
+async fn attempt(
+    queue: &Queue,
+    destination: &Destination,
+    job: Job,
+    connection: Option<Connection>,
+) -> Option<Connection> {
     let config = queue.0.live.current();
     let spool = queue.0.store.spool().clone();
     let id = job.message.clone();
     let body = match smol::unblock(move || spool.read(&id)).await {
         Ok(body) => body,
         Err(e) => {
-            log::error!("{}: message file unreadable ({e}); delivery deferred", job.message);
-            let outcomes = job.recipients.iter().map(|r| (r.clone(), Outcome::Temporary(format!("local error: {e}")))).collect();
+            log::error!(
+                "{}: message file unreadable ({e}); delivery deferred",
+                job.message
+            );
+            let outcomes = job
+                .recipients
+                .iter()
+                .map(|r| (r.clone(), Outcome::Temporary(format!("local error: {e}"))))
+                .collect();
             finish(queue, destination, job, outcomes, "none").await;
             return connection;
         }
@@ -177,7 +200,11 @@ async fn attempt(queue: &Queue, destination: &Destination, job: Job, connection:
         None => match open(&config, &destination.route).await {
             Ok(c) => c,
             Err(outcome) => {
-                let outcomes = job.recipients.iter().map(|r| (r.clone(), outcome.clone())).collect();
+                let outcomes = job
+                    .recipients
+                    .iter()
+                    .map(|r| (r.clone(), outcome.clone()))
+                    .collect();
                 finish(queue, destination, job, outcomes, "none").await;
                 return None;
             }
@@ -194,7 +221,9 @@ async fn attempt(queue: &Queue, destination: &Destination, job: Job, connection:
     .await;
     // A reused connection may have been closed by the server while idle:
     // that is no reason to defer the message, so try once on a new one.
-    let untouched = outcomes.iter().all(|(_, o)| matches!(o, Outcome::Temporary(_)));
+    let untouched = outcomes
+        .iter()
+        .all(|(_, o)| matches!(o, Outcome::Temporary(_)));
     if was_reused && !reusable && untouched {
         if let Ok(fresh) = open(&config, &destination.route).await {
             let (sender, recipients) = (job.sender.clone(), job.recipients.clone());
@@ -215,15 +244,22 @@ async fn attempt(queue: &Queue, destination: &Destination, job: Job, connection:
 async fn open(config: &Config, route: &Route) -> Result<Connection, Outcome> {
     let resolver = Resolver::new(&config.dns.servers, config.dns.timeout);
     let dns_outcome = |host: &str, e: DnsError| match e {
-        DnsError::NoSuchDomain => Outcome::Permanent(format!("550 5.1.2 Host or domain name not found: {host}")),
+        DnsError::NoSuchDomain => {
+            Outcome::Permanent(format!("550 5.1.2 Host or domain name not found: {host}"))
+        }
         DnsError::Temporary(why) => Outcome::Temporary(format!("451 4.4.3 {host}: {why}")),
     };
     let (hosts, port, tls) = match route {
         Route::Relay { hop, tls } => (vec![hop.host.clone()], hop.port, *tls),
         Route::Mx { domain } => {
-            let hosts = resolver.mx(domain).await.map_err(|e| dns_outcome(domain, e))?;
+            let hosts = resolver
+                .mx(domain)
+                .await
+                .map_err(|e| dns_outcome(domain, e))?;
             if hosts.is_empty() {
-                return Err(Outcome::Permanent(format!("556 5.1.10 {domain} accepts no mail (null MX)")));
+                return Err(Outcome::Permanent(format!(
+                    "556 5.1.10 {domain} accepts no mail (null MX)"
+                )));
             }
             (hosts, config.retry.mx_port, DownstreamTls::Opportunistic)
         }
@@ -231,14 +267,18 @@ async fn open(config: &Config, route: &Route) -> Result<Connection, Outcome> {
     let mut last = Outcome::Temporary("no address".into());
     for host in hosts {
         let addresses: Vec<SocketAddr> = match resolver.addresses(&host).await {
-            Ok(ips) => ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
+            Ok(ips) => ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
             Err(e) => {
                 last = dns_outcome(&host, e);
                 continue;
             }
         };
         let helo = config.node.hostname.clone();
-        let (connect_timeout, command_timeout) = (config.retry.connect_timeout, config.retry.command_timeout);
+        let (connect_timeout, command_timeout) =
+            (config.retry.connect_timeout, config.retry.command_timeout);
         let result = smol::unblock(move || {
             deliver::connect(&Target {
                 addresses: &addresses,
@@ -260,7 +300,13 @@ async fn open(config: &Config, route: &Route) -> Result<Connection, Outcome> {
 
 /// Records an attempt: delivered recipients are done, permanent failures and
 /// expired ones are reported to the sender, the rest wait for the next try.
-async fn finish(queue: &Queue, destination: &Destination, mut job: Job, outcomes: Vec<(String, Outcome)>, relay: &str) {
+async fn finish(
+    queue: &Queue,
+    destination: &Destination,
+    mut job: Job,
+    outcomes: Vec<(String, Outcome)>,
+    relay: &str,
+) {
     let config = queue.0.live.current();
     let now = now_ms();
     let expires = queue.expiry_ms(&job);
@@ -306,14 +352,22 @@ async fn finish(queue: &Queue, destination: &Destination, mut job: Job, outcomes
 
     if !failures.is_empty() && !job.sender.is_empty() {
         if let Err(e) = notify_sender(queue, &config, &job, &failures, now).await {
-            log::error!("{}: cannot queue the delivery status notification: {e}", job.message);
+            log::error!(
+                "{}: cannot queue the delivery status notification: {e}",
+                job.message
+            );
         }
     }
 
     let key = job.key();
     let still_queued = matches!(queue.0.jobs.contains_key(&key), Ok(true));
     let stored = if pending.is_empty() || !still_queued {
-        queue.0.jobs.remove(&key).map(|_| ()).map_err(std::io::Error::other)
+        queue
+            .0
+            .jobs
+            .remove(&key)
+            .map(|_| ())
+            .map_err(std::io::Error::other)
     } else {
         let age = Duration::from_millis(now.saturating_sub(job.received_ms));
         let wait = retry_delay(age, config.retry.min_interval, config.retry.max_interval);
@@ -359,14 +413,25 @@ fn release_waiting(queue: &Queue, route: &Route, config: &Config) {
         .collect();
     let count = queue.make_due(waiting);
     if count > 0 {
-        log::info!("{}: accepting mail again; {count} waiting messages released", route.key());
+        log::info!(
+            "{}: accepting mail again; {count} waiting messages released",
+            route.key()
+        );
     }
 }
 
-async fn notify_sender(queue: &Queue, config: &Config, job: &Job, failures: &[Failure], now: u64) -> std::io::Result<()> {
+async fn notify_sender(
+    queue: &Queue,
+    config: &Config,
+    job: &Job,
+    failures: &[Failure],
+    now: u64,
+) -> std::io::Result<()> {
     let spool = queue.0.store.spool().clone();
     let original = job.message.clone();
-    let headers = smol::unblock(move || spool.read_headers(&original, 256 * 1024)).await.unwrap_or_default();
+    let headers = smol::unblock(move || spool.read_headers(&original, 256 * 1024))
+        .await
+        .unwrap_or_default();
     let report = Report {
         hostname: &config.node.hostname,
         queue_id: &job.message,
@@ -392,6 +457,10 @@ async fn notify_sender(queue: &Queue, config: &Config, job: &Job, failures: &[Fa
             size,
         })
         .await?;
-    log::info!("{}: sender non-delivery notification: {id} to=<{}>", job.message, job.sender);
+    log::info!(
+        "{}: sender non-delivery notification: {id} to=<{}>",
+        job.message,
+        job.sender
+    );
     Ok(())
 }

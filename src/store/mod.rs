@@ -2,7 +2,10 @@
 //! message files beside it, both under `data_dir`. Each module opens its own
 //! trees through [`Store::tree`] and keeps their keys private.
 
+mod commit;
 mod spool;
+
+use commit::GroupCommit;
 
 pub use spool::Spool;
 
@@ -13,6 +16,7 @@ use std::path::Path;
 pub struct Store {
     db: sled::Db,
     spool: Spool,
+    commit: GroupCommit,
 }
 
 impl Store {
@@ -26,10 +30,8 @@ impl Store {
             .open()
             .map_err(io::Error::other)?;
         let spool = Spool::open(&data_dir.join("spool"))?;
-        Ok(Store {
-            db,
-            spool,
-        })
+        let commit = GroupCommit::start(db.clone())?;
+        Ok(Store { db, spool, commit })
     }
 
     pub fn tree(&self, name: &str) -> io::Result<sled::Tree> {
@@ -49,6 +51,6 @@ impl Store {
     /// The durability point: returns once every write made before the call is
     /// on disk. Concurrent callers share one flush (group commit).
     pub async fn flush(&self) -> io::Result<()> {
-        self.db.flush_async().await.map(|_| ()).map_err(io::Error::other)
+        self.commit.flush().await
     }
 }

@@ -22,7 +22,9 @@ pub struct SpoolWriter {
 impl Spool {
     pub fn open(dir: &Path) -> io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
-        Ok(Spool { dir: dir.to_path_buf() })
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -48,7 +50,9 @@ impl Spool {
     /// The header section only (up to the first empty line), at most `limit` bytes.
     pub fn read_headers(&self, id: &str, limit: usize) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        File::open(self.path(id))?.take(limit as u64).read_to_end(&mut bytes)?;
+        File::open(self.path(id))?
+            .take(limit as u64)
+            .read_to_end(&mut bytes)?;
         if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
             bytes.truncate(end + 2);
         }
@@ -93,7 +97,10 @@ impl SpoolWriter {
 
     /// Syncs the file and its directory entry to disk.
     pub fn commit(mut self) -> io::Result<()> {
-        let file = self.file.take().ok_or_else(|| io::Error::other("spool file already committed"))?;
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("spool file already committed"))?;
         let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         if let Some(dir) = self.path.parent() {

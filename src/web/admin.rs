@@ -11,16 +11,21 @@ use hyper::{Method, StatusCode};
 use serde_json::json;
 
 fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 pub async fn handle(method: &Method, path: &str, query: &str, queue: &Queue) -> Reply {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     match (method, parts.as_slice()) {
         (&Method::GET, ["queue"]) => json_reply(StatusCode::OK, &queue.list()),
-        (&Method::POST, ["queue", "flush"]) => json_reply(StatusCode::OK, &json!({ "flushed": queue.flush(None) })),
+        (&Method::POST, ["queue", "flush"]) => {
+            json_reply(StatusCode::OK, &json!({ "flushed": queue.flush(None) }))
+        }
         (&Method::POST, ["queue", "extend"]) => {
-            let (Some(domain), Some(by)) = (query_value(query, "domain"), query_value(query, "by")) else {
+            let (Some(domain), Some(by)) = (query_value(query, "domain"), query_value(query, "by"))
+            else {
                 return error_reply(StatusCode::BAD_REQUEST, "extend needs domain= and by=");
             };
             let by = match crate::config::parse_duration(by) {
@@ -33,11 +38,15 @@ pub async fn handle(method: &Method, path: &str, query: &str, queue: &Queue) -> 
             }
         }
         (&Method::GET, ["queue", id]) => match queue.show(id) {
-            entries if entries.is_empty() => error_reply(StatusCode::NOT_FOUND, &format!("no queued message {id}")),
+            entries if entries.is_empty() => {
+                error_reply(StatusCode::NOT_FOUND, &format!("no queued message {id}"))
+            }
             entries => json_reply(StatusCode::OK, &entries),
         },
         (&Method::POST, ["queue", id, "flush"]) => match queue.show(id) {
-            entries if entries.is_empty() => error_reply(StatusCode::NOT_FOUND, &format!("no queued message {id}")),
+            entries if entries.is_empty() => {
+                error_reply(StatusCode::NOT_FOUND, &format!("no queued message {id}"))
+            }
             _ => json_reply(StatusCode::OK, &json!({ "flushed": queue.flush(Some(id)) })),
         },
         (&Method::DELETE, ["queue", id]) => match queue.delete(id).await {

@@ -61,9 +61,18 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, queue: &Queue) -> R
     }
     if let Some(rest) = path.strip_prefix("/admin/") {
         if !peer.ip().is_loopback() {
-            return error_reply(StatusCode::FORBIDDEN, "the admin API answers on loopback only");
+            return error_reply(
+                StatusCode::FORBIDDEN,
+                "the admin API answers on loopback only",
+            );
         }
-        return admin::handle(request.method(), rest, request.uri().query().unwrap_or(""), queue).await;
+        return admin::handle(
+            request.method(),
+            rest,
+            request.uri().query().unwrap_or(""),
+            queue,
+        )
+        .await;
     }
     error_reply(StatusCode::NOT_FOUND, "no such page")
 }

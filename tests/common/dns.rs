@@ -9,10 +9,12 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
+type Table = HashMap<(String, RecordType), Vec<RData>>;
+
 #[derive(Clone)]
 pub struct DnsServer {
     pub address: SocketAddr,
-    records: Arc<Mutex<HashMap<(String, RecordType), Vec<RData>>>>,
+    records: Arc<Mutex<Table>>,
 }
 
 fn key(name: &str) -> String {
@@ -30,8 +32,12 @@ impl DnsServer {
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
             while let Ok((n, peer)) = socket.recv_from(&mut buffer) {
-                let Ok(request) = Message::from_vec(&buffer[..n]) else { continue };
-                let Some(query) = request.queries.first().cloned() else { continue };
+                let Ok(request) = Message::from_vec(&buffer[..n]) else {
+                    continue;
+                };
+                let Some(query) = request.queries.first().cloned() else {
+                    continue;
+                };
                 let mut response = Message::response(request.metadata.id, request.metadata.op_code);
                 response.metadata.message_type = MessageType::Response;
                 response.metadata.recursion_desired = request.metadata.recursion_desired;
@@ -42,7 +48,11 @@ impl DnsServer {
                 match table.get(&(name, query.query_type())) {
                     Some(datas) => {
                         for data in datas {
-                            response.answers.push(Record::from_rdata(query.name().clone(), 60, data.clone()));
+                            response.answers.push(Record::from_rdata(
+                                query.name().clone(),
+                                60,
+                                data.clone(),
+                            ));
                         }
                     }
                     None if !known => response.metadata.response_code = ResponseCode::NXDomain,

@@ -19,7 +19,11 @@ pub use sink::{Mode, Sink};
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn temp_dir(tag: &str) -> PathBuf {
@@ -99,7 +103,9 @@ impl Node {
             setup.retry
         );
         if let Some(dns) = setup.dns {
-            text.push_str(&format!("\n[dns]\nservers = [\"{dns}\"]\ntimeout = \"2s\"\n"));
+            text.push_str(&format!(
+                "\n[dns]\nservers = [\"{dns}\"]\ntimeout = \"2s\"\n"
+            ));
         }
         for d in &setup.domains {
             text.push_str(&format!(
@@ -122,7 +128,11 @@ impl Node {
     }
 
     fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_antemx"))
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -177,7 +187,11 @@ impl Node {
     /// `antemx queue list --json`, parsed.
     pub fn queue(&self) -> Vec<serde_json::Value> {
         let out = self.cli(&["queue", "list", "--json"]);
-        assert!(out.status.success(), "queue list failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "queue list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -207,7 +221,9 @@ pub struct Client {
 impl Client {
     pub fn connect(address: SocketAddr) -> Client {
         let stream = TcpStream::connect(address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let writer = stream.try_clone().unwrap();
         let mut client = Client {
             reader: BufReader::new(stream),

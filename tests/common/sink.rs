@@ -68,7 +68,11 @@ impl Sink {
     }
 
     pub fn refuse(&self, recipient: &str) {
-        self.state.lock().unwrap().refuse.insert(recipient.to_string());
+        self.state
+            .lock()
+            .unwrap()
+            .refuse
+            .insert(recipient.to_string());
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -141,7 +145,11 @@ fn session(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 if raw == b".\r\n" {
                     break;
                 }
-                let line = if raw.first() == Some(&b'.') { &raw[1..] } else { &raw[..] };
+                let line = if raw.first() == Some(&b'.') {
+                    &raw[1..]
+                } else {
+                    &raw[..]
+                };
                 data.extend_from_slice(line);
             }
             state.lock().unwrap().messages.push(Message {
@@ -166,6 +174,9 @@ fn session(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
 
 fn address_of(line: &str) -> String {
     let start = line.find('<').map(|i| i + 1).unwrap_or(0);
-    let end = line[start..].find('>').map(|i| i + start).unwrap_or(line.len());
+    let end = line[start..]
+        .find('>')
+        .map(|i| i + start)
+        .unwrap_or(line.len());
     line[start..end].to_string()
 }

@@ -1,0 +1,158 @@
+//! Delivery to the customer's server: what arrives, per-recipient outcomes,
+//! and the bounce (DSN) to the sender's MX.
+
+mod common;
+
+use common::dns::DnsServer;
+use common::{queue_id, wait_for, DomainRoute, Node, Setup, Sink};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const MESSAGE: &str = "From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: hello\r\nMessage-ID: <1@sender.test>\r\n\r\nHello Bob,\r\n.leading dot\r\n\r\nbye\r\n";
+
+#[test]
+fn message_arrives_with_a_received_header_and_otherwise_unchanged() {
+    let sink = Sink::start();
+    let node = Node::start(Setup::routed_to(sink.address));
+    let mut client = node.client();
+    client.cmd("EHLO client.test");
+    let id = queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
+    let messages = sink.wait_messages(1, Duration::from_secs(20));
+    assert_eq!(messages.len(), 1);
+    let text = messages[0].text();
+    assert!(text.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.antemx.test (antemx) with ESMTP id "), "{text}");
+    assert!(
+        text.contains(&format!("id {id}\r\n\tfor <bob@example.com>; ")),
+        "{text}"
+    );
+    let body_start = text.find("From: Alice").unwrap();
+    assert_eq!(
+        &text[body_start..],
+        MESSAGE,
+        "the message itself must arrive byte for byte"
+    );
+    assert_eq!(messages[0].from, "alice@sender.test");
+    assert!(wait_for(Duration::from_secs(5), || node.queue().is_empty()));
+    assert!(node.log().contains(&format!(
+        "{id}: to=<bob@example.com> relay={} ",
+        sink.address
+    )));
+}
+
+#[test]
+fn recipients_of_two_domains_go_to_their_own_servers() {
+    let first = Sink::start();
+    let second = Sink::start();
+    let mut setup = Setup::routed_to(first.address);
+    setup.domains.push(DomainRoute {
+        name: "example.net".into(),
+        deliver_to: second.address,
+        tls: "opportunistic",
+    });
+    let node = Node::start(setup);
+    let mut client = node.client();
+    client.cmd("EHLO client.test");
+    queue_id(&client.send_message(
+        "alice@sender.test",
+        &["a@example.com", "b@example.net", "c@example.com"],
+        MESSAGE,
+    ));
+    let one = first.wait_messages(1, Duration::from_secs(20));
+    let two = second.wait_messages(1, Duration::from_secs(20));
+    assert_eq!(one[0].to, vec!["a@example.com", "c@example.com"]);
+    assert_eq!(two[0].to, vec!["b@example.net"]);
+    // Only one Received header from us, and no "for" naming one of several recipients.
+    assert_eq!(one[0].text().matches("Received: ").count(), 1);
+    assert!(!one[0].text().contains("\tfor <"));
+}
+
+#[test]
+fn one_refused_recipient_bounces_alone_to_the_senders_mx() {
+    let customer = Sink::start();
+    customer.refuse("nobody@example.com");
+    let sender_mx = Sink::start();
+    let dns = DnsServer::start();
+    dns.add_mx("sender.test", 10, "mx.sender.test");
+    dns.add_a("mx.sender.test", Ipv4Addr::LOCALHOST);
+    let mut setup = Setup::routed_to(customer.address);
+    setup.dns = Some(dns.address);
+    setup.retry = format!("mx_port = {}\n", sender_mx.address.port());
+    let node = Node::start(setup);
+
+    let mut client = node.client();
+    client.cmd("EHLO client.test");
+    let id = queue_id(&client.send_message(
+        "alice@sender.test",
+        &["bob@example.com", "nobody@example.com", "carol@example.com"],
+        MESSAGE,
+    ));
+    let delivered = customer.wait_messages(1, Duration::from_secs(20));
+    assert_eq!(
+        delivered[0].to,
+        vec!["bob@example.com", "carol@example.com"]
+    );
+
+    let bounces = sender_mx.wait_messages(1, Duration::from_secs(20));
+    assert_eq!(bounces.len(), 1, "one DSN for the one failed recipient");
+    let dsn = &bounces[0];
+    assert_eq!(dsn.from, "", "a DSN has the null sender");
+    assert_eq!(dsn.to, vec!["alice@sender.test"]);
+    let text = dsn.text();
+    assert!(
+        text.contains("From: Mail Delivery System <MAILER-DAEMON@mx.antemx.test>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Content-Type: multipart/report; report-type=delivery-status;"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Final-Recipient: rfc822; nobody@example.com\r\nAction: failed\r\nStatus: 5.1.1"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Final-Recipient: rfc822; bob@example.com"),
+        "{text}"
+    );
+    assert!(text.contains("Content-Type: text/rfc822-headers"), "{text}");
+    assert!(
+        text.contains("Subject: hello\r\n"),
+        "original headers attached: {text}"
+    );
+    assert!(
+        !text.contains("Hello Bob"),
+        "the body is not returned: {text}"
+    );
+    assert!(text.contains(&format!("X-Antemx-Queue-ID: {id}")), "{text}");
+    assert!(
+        wait_for(Duration::from_secs(10), || node.queue().is_empty()),
+        "{:?}",
+        node.queue()
+    );
+    let log = node.log();
+    assert!(
+        log.contains(&format!("{id}: to=<nobody@example.com>")) && log.contains("status=bounced"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_bounce_is_never_sent_to_the_null_sender() {
+    let customer = Sink::start();
+    customer.refuse("nobody@example.com");
+    let node = Node::start(Setup::routed_to(customer.address));
+    let mut client = node.client();
+    client.cmd("EHLO client.test");
+    let id = queue_id(&client.send_message("", &["nobody@example.com"], MESSAGE));
+    assert!(wait_for(Duration::from_secs(20), || node
+        .log()
+        .contains(&format!("{id}: removed"))));
+    assert!(
+        node.queue().is_empty(),
+        "no DSN queued for <>: {:?}",
+        node.queue()
+    );
+    assert!(!node.log().contains("non-delivery notification"));
+}
