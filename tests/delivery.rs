@@ -156,3 +156,44 @@ fn a_bounce_is_never_sent_to_the_null_sender() {
     );
     assert!(!node.log().contains("non-delivery notification"));
 }
+
+#[test]
+fn connections_per_destination_are_capped_and_reused() {
+    let sink = Sink::start();
+    let mut setup = Setup::routed_to(sink.address);
+    setup.retry = "max_connections = 2\n".into();
+    let node = Node::start(setup);
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            let address = node.smtp;
+            std::thread::spawn(move || {
+                let mut client = common::Client::connect(address);
+                client.cmd("EHLO client.test");
+                for n in 0..10 {
+                    queue_id(&client.send_message("alice@sender.test", &[&format!("u{t}-{n}@example.com")], MESSAGE));
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    assert_eq!(sink.wait_messages(80, Duration::from_secs(30)).len(), 80);
+    assert!(sink.max_concurrent() <= 2, "at most 2 connections at once, saw {}", sink.max_concurrent());
+    assert!(sink.connections() < 80, "connections are reused: {} for 80 messages", sink.connections());
+}
+
+#[test]
+fn tls_required_defers_when_the_server_offers_no_starttls() {
+    let sink = Sink::start();
+    let mut setup = Setup::routed_to(sink.address);
+    setup.domains[0].tls = "required";
+    let node = Node::start(setup);
+    let mut client = node.client();
+    client.cmd("EHLO client.test");
+    queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
+    assert!(wait_for(Duration::from_secs(10), || node.queue().first().map(|e| e["attempts"] == 1).unwrap_or(false)));
+    let error = node.queue()[0]["last_error"].as_str().unwrap().to_string();
+    assert!(error.contains("TLS is required"), "{error}");
+    assert!(sink.messages().is_empty());
+}

@@ -37,6 +37,8 @@ struct State {
     refuse: HashSet<String>,
     mode: Option<Mode>,
     connections: usize,
+    active: usize,
+    max_active: usize,
 }
 
 #[derive(Clone)]
@@ -60,7 +62,14 @@ impl Sink {
             for stream in listener.incoming().flatten() {
                 let state = state.clone();
                 std::thread::spawn(move || {
+                    {
+                        let mut s = state.lock().unwrap();
+                        s.connections += 1;
+                        s.active += 1;
+                        s.max_active = s.max_active.max(s.active);
+                    }
                     let _ = session(stream, &state);
+                    state.lock().unwrap().active -= 1;
                 });
             }
         });
@@ -91,6 +100,11 @@ impl Sink {
         self.state.lock().unwrap().connections
     }
 
+    /// The most connections that were open at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.lock().unwrap().max_active
+    }
+
     /// Waits until at least `n` messages arrived; returns them.
     pub fn wait_messages(&self, n: usize, limit: Duration) -> Vec<Message> {
         super::wait_for(limit, || self.messages().len() >= n);
@@ -100,7 +114,6 @@ impl Sink {
 
 fn session(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    state.lock().unwrap().connections += 1;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     writer.write_all(b"220 sink.test ESMTP test sink\r\n")?;

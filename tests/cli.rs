@@ -1,0 +1,81 @@
+//! The command line: check-config and the errors operators see.
+
+mod common;
+
+use std::process::Command;
+
+fn check_config(text: &str) -> (bool, String, String) {
+    let dir = common::temp_dir("cli");
+    let path = dir.join("antemx.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
+        .args(["check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/antemx.toml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 domain)"));
+}
+
+#[test]
+fn errors_name_the_file_and_line() {
+    let base = "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/antemx-cli\"\n";
+    let cases = [
+        (format!("{base}[smtp]\nlisten = [\"127.0.0.1:25\"]\nmax_mesage_size = \"1MB\"\n"), ":6:", "max_mesage_size"),
+        (format!("{base}[retry]\nlifetime = \"five days\"\n"), ":5:", "invalid duration"),
+        (format!("{base}\n[[domain]]\nname = \"example.com\"\ndeliver_to = \"mail.example.com\"\n"), ":7:", "host:port"),
+        (format!("{base}[smtp]\nlisten = [\"localhost:25\"]\n"), ":5:", "ip:port"),
+        (
+            format!("{base}\n[[domain]]\nname = \"a.example\"\ndeliver_to = \"h:25\"\n[[domain]]\nname = \"A.example.\"\ndeliver_to = \"h:25\"\n"),
+            ":9:",
+            "configured twice",
+        ),
+        (format!("{base}[smtp\n"), ":4:", ""),
+    ];
+    for (text, line, words) in cases {
+        let (ok, _, stderr) = check_config(&text);
+        assert!(!ok, "accepted:\n{text}");
+        assert!(stderr.contains(&format!("antemx.toml{line}")), "no line {line} in: {stderr}");
+        assert!(stderr.contains(words), "{words:?} not in: {stderr}");
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
+        .args(["check-config", "--config", "/nonexistent/antemx.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/antemx.toml: cannot read"));
+}
+
+#[test]
+fn queue_commands_say_when_the_node_is_not_running() {
+    let dir = common::temp_dir("cli");
+    let path = dir.join("antemx.toml");
+    let port = common::free_port();
+    std::fs::write(&path, format!("[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n[web]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
+        .args(["queue", "list", "--json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the node"));
+}
