@@ -1,6 +1,7 @@
 //! The command line: `antemx serve` runs a node; the other commands talk to a
 //! running node's admin API or check files.
 
+mod notify;
 mod queue;
 mod serve;
 

@@ -73,7 +73,12 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
     for listener in smtp_listeners {
         smol::spawn(receiver.clone().serve(listener)).detach();
     }
-    smol::spawn(crate::web::serve(web, queue.clone())).detach();
+    let web_node = crate::web::Node {
+        queue: queue.clone(),
+        store: store.clone(),
+        receiver: receiver.clone(),
+    };
+    smol::spawn(crate::web::serve(web, web_node)).detach();
     let scheduler = queue.clone();
     smol::spawn(async move { scheduler.run().await }).detach();
     log::info!(
@@ -87,6 +92,7 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
 
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| e.to_string())?;
+    super::notify::notify("READY=1");
     for signal in signals.forever() {
         if signal == SIGHUP {
             match Config::load(&path) {

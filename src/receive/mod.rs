@@ -58,6 +58,11 @@ impl Receiver {
         })
     }
 
+    /// SMTP sessions open now.
+    pub fn active_sessions(&self) -> usize {
+        self.lock_connections().values().sum()
+    }
+
     fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -98,6 +103,7 @@ impl Receiver {
             Ok(slot) => slot,
             Err(reply) => {
                 log::info!("connection refused: client=[{ip}] reason=limit");
+                crate::metrics::count(crate::metrics::CONNECTIONS_REFUSED, &[("reason", "limit")]);
                 let hostname = self.live.current().node.hostname.clone();
                 let _ = stream
                     .write_all(format!("421 4.7.0 {hostname} {reply}\r\n").as_bytes())
@@ -105,6 +111,7 @@ impl Receiver {
                 return;
             }
         };
+        crate::metrics::count(crate::metrics::CONNECTIONS, &[]);
         session::Session::new(self, stream, ip).run().await;
         drop(slot);
     }

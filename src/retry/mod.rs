@@ -318,6 +318,17 @@ impl Queue {
         })
     }
 
+    /// (queued jobs, age in seconds of the oldest), for the metrics page.
+    pub fn size_and_oldest_age(&self) -> (usize, f64) {
+        let now = crate::time::now_ms();
+        let (mut count, mut oldest) = (0, now);
+        for job in self.all_jobs() {
+            count += 1;
+            oldest = oldest.min(job.received_ms);
+        }
+        (count, now.saturating_sub(oldest) as f64 / 1000.0)
+    }
+
     /// Runs deliveries until the process ends.
     pub async fn run(&self) {
         scheduler::run(self).await

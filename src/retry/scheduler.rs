@@ -193,6 +193,7 @@ async fn attempt(
         }
     };
 
+    let started = std::time::Instant::now();
     let reused = connection.filter(|c| !c.has_broken());
     let was_reused = reused.is_some();
     let mut connection = match reused {
@@ -235,6 +236,7 @@ async fn attempt(
             .await;
         }
     }
+    crate::metrics::observe(crate::metrics::DELIVERY_SECONDS, started.elapsed().as_secs_f64());
     let relay = connection.peer.to_string();
     finish(queue, destination, job, outcomes, &relay).await;
     reusable.then_some(connection)
@@ -348,6 +350,7 @@ async fn finish(
             "{}: to=<{recipient}> relay={relay} delay={delay:.1}s attempts={attempts} status={status} ({reply})",
             job.message
         );
+        crate::metrics::count(crate::metrics::DELIVERIES, &[("destination", &destination.route.key()), ("status", status)]);
     }
 
     if !failures.is_empty() && !job.sender.is_empty() {

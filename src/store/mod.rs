@@ -10,13 +10,14 @@ use commit::GroupCommit;
 pub use spool::Spool;
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     spool: Spool,
     commit: GroupCommit,
+    data_dir: PathBuf,
 }
 
 impl Store {
@@ -31,7 +32,12 @@ impl Store {
             .map_err(io::Error::other)?;
         let spool = Spool::open(&data_dir.join("spool"))?;
         let commit = GroupCommit::start(db.clone())?;
-        Ok(Store { db, spool, commit })
+        Ok(Store {
+            db,
+            spool,
+            commit,
+            data_dir: data_dir.to_path_buf(),
+        })
     }
 
     pub fn tree(&self, name: &str) -> io::Result<sled::Tree> {
@@ -52,5 +58,23 @@ impl Store {
     /// on disk. Concurrent callers share one flush (group commit).
     pub async fn flush(&self) -> io::Result<()> {
         self.commit.flush().await
+    }
+
+    /// Bytes used under `data_dir`, database and spool.
+    pub fn disk_usage(&self) -> u64 {
+        fn walk(path: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(path) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(m) if m.is_dir() => walk(&entry.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.data_dir)
     }
 }

@@ -3,7 +3,10 @@
 
 mod admin;
 
+use crate::receive::Receiver;
 use crate::retry::Queue;
+use crate::store::Store;
+use std::sync::Arc;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -27,7 +30,15 @@ pub fn error_reply(status: StatusCode, message: &str) -> Reply {
     json_reply(status, &serde_json::json!({ "error": message }))
 }
 
-pub async fn serve(listener: TcpListener, queue: Queue) {
+/// What the web server answers about.
+#[derive(Clone)]
+pub struct Node {
+    pub queue: Queue,
+    pub store: Store,
+    pub receiver: Arc<Receiver>,
+}
+
+pub async fn serve(listener: TcpListener, node: Node) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -37,11 +48,11 @@ pub async fn serve(listener: TcpListener, queue: Queue) {
                 continue;
             }
         };
-        let queue = queue.clone();
+        let node = node.clone();
         smol::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let queue = queue.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(request, peer, &queue).await) }
+                let node = node.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(request, peer, &node).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(FuturesIo::new(stream), service)
@@ -54,25 +65,35 @@ pub async fn serve(listener: TcpListener, queue: Queue) {
     }
 }
 
-async fn route(request: Request<Incoming>, peer: SocketAddr, queue: &Queue) -> Reply {
+async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Reply {
     let path = request.uri().path().to_string();
     if path == "/healthz" {
         return json_reply(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
     }
-    if let Some(rest) = path.strip_prefix("/admin/") {
-        if !peer.ip().is_loopback() {
-            return error_reply(
-                StatusCode::FORBIDDEN,
-                "the admin API answers on loopback only",
-            );
-        }
-        return admin::handle(
-            request.method(),
-            rest,
-            request.uri().query().unwrap_or(""),
-            queue,
-        )
-        .await;
+    let admin_path = path.strip_prefix("/admin/");
+    if (admin_path.is_some() || path == "/metrics") && !peer.ip().is_loopback() {
+        return error_reply(StatusCode::FORBIDDEN, "the admin API and /metrics answer on loopback only");
+    }
+    if path == "/metrics" {
+        return metrics_page(node).await;
+    }
+    if let Some(rest) = admin_path {
+        return admin::handle(request.method(), rest, request.uri().query().unwrap_or(""), &node.queue).await;
     }
     error_reply(StatusCode::NOT_FOUND, "no such page")
+}
+
+async fn metrics_page(node: &Node) -> Reply {
+    let (queue, store) = (node.queue.clone(), node.store.clone());
+    let ((queued, oldest), disk) = smol::unblock(move || (queue.size_and_oldest_age(), store.disk_usage())).await;
+    let page = crate::metrics::render(&[
+        ("antemx_smtp_sessions_active", "SMTP sessions open now", node.receiver.active_sessions() as f64),
+        ("antemx_queue_messages", "Jobs (message x recipient domain) in the delivery queue", queued as f64),
+        ("antemx_queue_oldest_age_seconds", "Age of the oldest queued message", oldest),
+        ("antemx_disk_bytes", "Bytes used under data_dir", disk as f64),
+    ]);
+    Response::builder()
+        .header("content-type", "text/plain; version=0.0.4")
+        .body(Full::new(Bytes::from(page)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
