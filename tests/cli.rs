@@ -79,3 +79,51 @@ fn queue_commands_say_when_the_node_is_not_running() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the node"));
 }
+
+#[test]
+fn check_dns_tells_what_to_change() {
+    use std::net::Ipv4Addr;
+    let dns = common::dns::DnsServer::start();
+    dns.add_a("mx.antemx.test", Ipv4Addr::new(127, 0, 0, 1));
+    dns.add_mx("example.com", 10, "mx.antemx.test");
+    dns.add_mx("moving.example", 10, "mx.antemx.test");
+    dns.add_mx("moving.example", 20, "old-mx.moving.example");
+    dns.add_a("old-mx.moving.example", Ipv4Addr::new(127, 0, 0, 9));
+    let dir = common::temp_dir("cli");
+    let path = dir.join("antemx.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nhostname = \"mx.antemx.test\"\ndata_dir = \"/tmp/x\"\n[dns]\nservers = [\"{}\"]\n[[domain]]\nname = \"example.com\"\ndeliver_to = \"127.0.0.1:2526\"\n",
+            dns.address
+        ),
+    )
+    .unwrap();
+    let run = |domain: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
+            .args(["check-dns", domain, "--json", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out.status.code(), report, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (code, report, _) = run("example.com");
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["mx"][0]["ours"], true);
+    assert_eq!(report["deliver_to"], "127.0.0.1:2526");
+
+    let (code, report, _) = run("moving.example");
+    assert_eq!(code, Some(1));
+    assert_eq!(report["configured"], false);
+    let advice = report["advice"].to_string();
+    assert!(advice.contains("add the domain to the config"), "{advice}");
+    assert!(advice.contains("remove old-mx.moving.example"), "{advice}");
+
+    let (code, _, stderr) = run("nowhere.example");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

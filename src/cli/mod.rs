@@ -1,6 +1,7 @@
 //! The command line: `antemx serve` runs a node; the other commands talk to a
 //! running node's admin API or check files.
 
+mod check_dns;
 mod notify;
 mod queue;
 mod serve;
@@ -25,6 +26,7 @@ enum Command {
     Serve(serve::ServeArgs),
     CheckConfig(CheckConfigArgs),
     Queue(queue::QueueArgs),
+    CheckDns(check_dns::CheckDnsArgs),
 }
 
 #[derive(FromArgs)]
@@ -56,5 +58,6 @@ pub fn main() -> i32 {
             }
         },
         Command::Queue(args) => queue::run(args),
+        Command::CheckDns(args) => check_dns::run(args),
     }
 }
