@@ -7,7 +7,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 /// Upper bounds of the latency histograms, in seconds.
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 pub const CONNECTIONS: &str = "antemx_smtp_connections_total";
 pub const CONNECTIONS_REFUSED: &str = "antemx_smtp_connections_refused_total";
@@ -19,12 +21,24 @@ pub const DELIVERY_SECONDS: &str = "antemx_delivery_duration_seconds";
 
 const HELP: &[(&str, &str)] = &[
     (CONNECTIONS, "SMTP connections accepted"),
-    (CONNECTIONS_REFUSED, "SMTP connections refused at connect, by reason"),
+    (
+        CONNECTIONS_REFUSED,
+        "SMTP connections refused at connect, by reason",
+    ),
     (MESSAGES, "Messages received, by verdict"),
     (REJECTIONS, "SMTP commands refused, by reason"),
-    (DELIVERIES, "Delivery attempt outcomes per recipient, by destination and status"),
-    (ACCEPT_SECONDS, "From the final dot to the reply: storing (and later judging) a message"),
-    (DELIVERY_SECONDS, "One delivery attempt: connect (if needed) to the final reply"),
+    (
+        DELIVERIES,
+        "Delivery attempt outcomes per recipient, by destination and status",
+    ),
+    (
+        ACCEPT_SECONDS,
+        "From the final dot to the reply: storing (and later judging) a message",
+    ),
+    (
+        DELIVERY_SECONDS,
+        "One delivery attempt: connect (if needed) to the final reply",
+    ),
 ];
 
 #[derive(Default)]
@@ -51,7 +65,14 @@ fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 fn labels(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -75,7 +96,10 @@ pub fn observe(name: &'static str, seconds: f64) {
 }
 
 fn help(name: &str) -> &'static str {
-    HELP.iter().find(|(n, _)| *n == name).map(|(_, h)| *h).unwrap_or("")
+    HELP.iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, h)| *h)
+        .unwrap_or("")
 }
 
 /// The metrics page; `gauges` are (name, help, value) read by the caller.
@@ -105,7 +129,10 @@ pub fn render(gauges: &[(&str, &str, f64)]) -> String {
         }
     });
     for (name, text, value) in gauges {
-        let _ = writeln!(out, "# HELP {name} {text}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {text}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
     out
 }

@@ -54,7 +54,11 @@ async fn check(config: &Config, domain: &str) -> Result<Report, String> {
     for host in hosts {
         let addresses = resolver.addresses(&host).await.unwrap_or_default();
         let ours = host == *node || addresses.iter().any(|a| our_addresses.contains(a));
-        mx.push(MxHost { host, addresses, ours });
+        mx.push(MxHost {
+            host,
+            addresses,
+            ours,
+        });
     }
     let configured = config.domain(&domain);
     let mut advice = Vec::new();
@@ -64,7 +68,11 @@ async fn check(config: &Config, domain: &str) -> Result<Report, String> {
         ));
     }
     if mx.is_empty() || !mx.iter().all(|m| m.ours) {
-        let others: Vec<&str> = mx.iter().filter(|m| !m.ours).map(|m| m.host.as_str()).collect();
+        let others: Vec<&str> = mx
+            .iter()
+            .filter(|m| !m.ours)
+            .map(|m| m.host.as_str())
+            .collect();
         if !others.is_empty() {
             advice.push(format!(
                 "MX hosts that are not this cluster receive mail unfiltered: remove {}",
@@ -106,7 +114,11 @@ pub fn run(args: CheckDnsArgs) -> i32 {
         println!("{}:", report.domain);
         for m in &report.mx {
             let addresses: Vec<String> = m.addresses.iter().map(IpAddr::to_string).collect();
-            let whose = if m.ours { "this cluster" } else { "NOT this cluster" };
+            let whose = if m.ours {
+                "this cluster"
+            } else {
+                "NOT this cluster"
+            };
             println!("  MX {}  [{}]  {whose}", m.host, addresses.join(", "));
         }
         match &report.deliver_to {

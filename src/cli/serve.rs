@@ -8,6 +8,10 @@ use argh::FromArgs;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long SIGTERM waits for sessions receiving a message.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(FromArgs)]
 /// Run a node in the foreground; logs go to stderr (RUST_LOG).
@@ -107,6 +111,17 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
         log::info!("signal {signal}: stopping");
         break;
     }
+    // Stop taking mail, let sessions in the middle of a message finish
+    // (bounded), then make sure everything acknowledged is on disk.
+    receiver.stop();
+    let left = smol::block_on(receiver.drain(SHUTDOWN_GRACE));
+    if left > 0 {
+        log::warn!(
+            "{left} sessions still open after {}s; closing them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
     smol::block_on(store.flush()).map_err(|e| format!("final flush: {e}"))?;
+    log::info!("stopped");
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::config::Live;
 use crate::retry::Queue;
 use crate::store::Store;
 use futures_rustls::TlsAcceptor;
+use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
 use smol::net::{TcpListener, TcpStream};
 use std::collections::HashMap;
@@ -24,6 +25,9 @@ pub struct Receiver {
     queue: Queue,
     tls: Option<TlsAcceptor>,
     connections: Mutex<HashMap<IpAddr, usize>>,
+    /// Closed (never sent on) to tell listeners and idle sessions to stop.
+    stop: async_channel::Sender<()>,
+    stopped: async_channel::Receiver<()>,
 }
 
 /// Holds one connection's place in the limits until dropped.
@@ -49,13 +53,37 @@ impl Receiver {
     pub fn new(live: Live, store: Store, queue: Queue) -> Result<Receiver, String> {
         let config = live.current();
         let tls = config.smtp.tls.as_ref().map(tls::acceptor).transpose()?;
+        let (stop, stopped) = async_channel::bounded(1);
         Ok(Receiver {
+            stop,
+            stopped,
             live,
             store,
             queue,
             tls,
             connections: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Stops accepting connections; sessions waiting for a command are told
+    /// 421 and closed, a message being received is finished first.
+    pub fn stop(&self) {
+        self.stop.close();
+    }
+
+    /// Resolves once [`Receiver::stop`] has been called.
+    async fn stopping(&self) {
+        let _ = self.stopped.recv().await;
+    }
+
+    /// Waits until every session has ended, at most `limit`; returns how many
+    /// are still open.
+    pub async fn drain(&self, limit: std::time::Duration) -> usize {
+        let end = std::time::Instant::now() + limit;
+        while self.active_sessions() > 0 && std::time::Instant::now() < end {
+            smol::Timer::after(std::time::Duration::from_millis(20)).await;
+        }
+        self.active_sessions()
     }
 
     /// SMTP sessions open now.
@@ -84,15 +112,23 @@ impl Receiver {
 
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
+            let accepted = async { Some(listener.accept().await) };
+            let stopped = async {
+                self.stopping().await;
+                None
+            };
+            match accepted.or(stopped).await {
+                Some(Ok((stream, peer))) => {
                     let receiver = self.clone();
                     smol::spawn(async move { receiver.handle(stream, peer.ip()).await }).detach();
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     log::warn!("accept failed: {e}");
                     smol::Timer::after(std::time::Duration::from_millis(100)).await;
                 }
+                // Dropping the listener closes the port: senders go to
+                // another MX or retry later.
+                None => return,
             }
         }
     }

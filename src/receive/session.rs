@@ -74,7 +74,14 @@ impl<'a> Session<'a> {
         let greeting = format!("220 {} ESMTP antemx\r\n", self.config.node.hostname);
         self.output.extend_from_slice(greeting.as_bytes());
         if let Err(e) = self.serve().await {
-            if e.kind() == io::ErrorKind::TimedOut {
+            if e.kind() == io::ErrorKind::Interrupted {
+                let bye = format!(
+                    "421 4.3.2 {} Service shutting down, try again later\r\n",
+                    self.config.node.hostname
+                );
+                self.output.extend_from_slice(bye.as_bytes());
+                let _ = self.flush().await;
+            } else if e.kind() == io::ErrorKind::TimedOut {
                 let bye = format!(
                     "421 4.4.2 {} Timeout, closing connection\r\n",
                     self.config.node.hostname
@@ -104,7 +111,7 @@ impl<'a> Session<'a> {
                 }
             }
             self.flush().await?;
-            if self.fill().await? == 0 {
+            if self.fill(false).await? == 0 {
                 return Ok(());
             }
         }
@@ -148,7 +155,9 @@ impl<'a> Session<'a> {
     }
 
     /// Reads more input under the command and session timeouts; 0 at EOF.
-    async fn fill(&mut self) -> io::Result<usize> {
+    /// Between commands, a node that is stopping ends the wait (Interrupted);
+    /// inside DATA the message is read to its end first.
+    async fn fill(&mut self, in_data: bool) -> io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let wait = self.config.smtp.command_timeout.min(left);
         let mut chunk = [0u8; 16 * 1024];
@@ -157,13 +166,22 @@ impl<'a> Session<'a> {
             smol::Timer::after(wait).await;
             Err(io::Error::new(io::ErrorKind::TimedOut, "timeout"))
         };
-        let n = read.or(timeout).await?;
+        let stopping = async {
+            if in_data {
+                std::future::pending::<()>().await;
+            }
+            self.receiver.stopping().await;
+            Err(io::Error::new(io::ErrorKind::Interrupted, "shutting down"))
+        };
+        let n = read.or(timeout).or(stopping).await?;
         self.input.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
 
     fn error(&mut self, reply: &str) -> Next {
         self.reply(reply);
+        let code = reply.split_whitespace().nth(1).unwrap_or("unknown");
+        crate::metrics::count(crate::metrics::REJECTIONS, &[("code", code)]);
         self.errors += 1;
         if self.errors >= self.config.smtp.max_errors {
             let bye = format!(
@@ -392,7 +410,7 @@ impl<'a> Session<'a> {
             if decoder.is_done() {
                 break;
             }
-            if self.fill().await? == 0 {
+            if self.fill(true).await? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "connection closed during DATA",
@@ -407,8 +425,10 @@ impl<'a> Session<'a> {
                 transaction.sender
             );
             self.reply("552 5.3.4 Message size exceeds the fixed maximum message size");
+            crate::metrics::count(crate::metrics::REJECTIONS, &[("code", "5.3.4")]);
             return Ok(());
         }
+        let final_dot = Instant::now();
         let stored = smol::unblock(move || spool.commit()).await;
         let queued = match stored {
             Ok(()) => {
@@ -428,6 +448,11 @@ impl<'a> Session<'a> {
         };
         match queued {
             Ok(()) => {
+                crate::metrics::count(crate::metrics::MESSAGES, &[("verdict", "accept")]);
+                crate::metrics::observe(
+                    crate::metrics::ACCEPT_SECONDS,
+                    final_dot.elapsed().as_secs_f64(),
+                );
                 log::info!(
                     "{id}: accepted: client=[{}] helo={} from=<{}> to=<{}> size={size} verdict=accept",
                     self.ip,

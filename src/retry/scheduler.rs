@@ -236,7 +236,10 @@ async fn attempt(
             .await;
         }
     }
-    crate::metrics::observe(crate::metrics::DELIVERY_SECONDS, started.elapsed().as_secs_f64());
+    crate::metrics::observe(
+        crate::metrics::DELIVERY_SECONDS,
+        started.elapsed().as_secs_f64(),
+    );
     let relay = connection.peer.to_string();
     finish(queue, destination, job, outcomes, &relay).await;
     reusable.then_some(connection)
@@ -350,7 +353,13 @@ async fn finish(
             "{}: to=<{recipient}> relay={relay} delay={delay:.1}s attempts={attempts} status={status} ({reply})",
             job.message
         );
-        crate::metrics::count(crate::metrics::DELIVERIES, &[("destination", &destination.route.key()), ("status", status)]);
+        crate::metrics::count(
+            crate::metrics::DELIVERIES,
+            &[
+                ("destination", &destination.route.key()),
+                ("status", status),
+            ],
+        );
     }
 
     if !failures.is_empty() && !job.sender.is_empty() {

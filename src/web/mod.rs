@@ -6,7 +6,6 @@ mod admin;
 use crate::receive::Receiver;
 use crate::retry::Queue;
 use crate::store::Store;
-use std::sync::Arc;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
@@ -14,6 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use smol::net::TcpListener;
 use smol_hyper::rt::FuturesIo;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub type Reply = Response<Full<Bytes>>;
 
@@ -72,25 +72,51 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Rep
     }
     let admin_path = path.strip_prefix("/admin/");
     if (admin_path.is_some() || path == "/metrics") && !peer.ip().is_loopback() {
-        return error_reply(StatusCode::FORBIDDEN, "the admin API and /metrics answer on loopback only");
+        return error_reply(
+            StatusCode::FORBIDDEN,
+            "the admin API and /metrics answer on loopback only",
+        );
     }
     if path == "/metrics" {
         return metrics_page(node).await;
     }
     if let Some(rest) = admin_path {
-        return admin::handle(request.method(), rest, request.uri().query().unwrap_or(""), &node.queue).await;
+        return admin::handle(
+            request.method(),
+            rest,
+            request.uri().query().unwrap_or(""),
+            &node.queue,
+        )
+        .await;
     }
     error_reply(StatusCode::NOT_FOUND, "no such page")
 }
 
 async fn metrics_page(node: &Node) -> Reply {
     let (queue, store) = (node.queue.clone(), node.store.clone());
-    let ((queued, oldest), disk) = smol::unblock(move || (queue.size_and_oldest_age(), store.disk_usage())).await;
+    let ((queued, oldest), disk) =
+        smol::unblock(move || (queue.size_and_oldest_age(), store.disk_usage())).await;
     let page = crate::metrics::render(&[
-        ("antemx_smtp_sessions_active", "SMTP sessions open now", node.receiver.active_sessions() as f64),
-        ("antemx_queue_messages", "Jobs (message x recipient domain) in the delivery queue", queued as f64),
-        ("antemx_queue_oldest_age_seconds", "Age of the oldest queued message", oldest),
-        ("antemx_disk_bytes", "Bytes used under data_dir", disk as f64),
+        (
+            "antemx_smtp_sessions_active",
+            "SMTP sessions open now",
+            node.receiver.active_sessions() as f64,
+        ),
+        (
+            "antemx_queue_messages",
+            "Jobs (message x recipient domain) in the delivery queue",
+            queued as f64,
+        ),
+        (
+            "antemx_queue_oldest_age_seconds",
+            "Age of the oldest queued message",
+            oldest,
+        ),
+        (
+            "antemx_disk_bytes",
+            "Bytes used under data_dir",
+            disk as f64,
+        ),
     ]);
     Response::builder()
         .header("content-type", "text/plain; version=0.0.4")

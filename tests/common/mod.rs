@@ -161,6 +161,19 @@ impl Node {
         }
     }
 
+    /// Waits for the process to exit by itself (after SIGTERM, say).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok()? {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        None
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         self.launch();
