@@ -170,7 +170,11 @@ fn connections_per_destination_are_capped_and_reused() {
                 let mut client = common::Client::connect(address);
                 client.cmd("EHLO client.test");
                 for n in 0..10 {
-                    queue_id(&client.send_message("alice@sender.test", &[&format!("u{t}-{n}@example.com")], MESSAGE));
+                    queue_id(&client.send_message(
+                        "alice@sender.test",
+                        &[&format!("u{t}-{n}@example.com")],
+                        MESSAGE,
+                    ));
                 }
             })
         })
@@ -179,8 +183,16 @@ fn connections_per_destination_are_capped_and_reused() {
         sender.join().unwrap();
     }
     assert_eq!(sink.wait_messages(80, Duration::from_secs(30)).len(), 80);
-    assert!(sink.max_concurrent() <= 2, "at most 2 connections at once, saw {}", sink.max_concurrent());
-    assert!(sink.connections() < 80, "connections are reused: {} for 80 messages", sink.connections());
+    assert!(
+        sink.max_concurrent() <= 2,
+        "at most 2 connections at once, saw {}",
+        sink.max_concurrent()
+    );
+    assert!(
+        sink.connections() < 80,
+        "connections are reused: {} for 80 messages",
+        sink.connections()
+    );
 }
 
 #[test]
@@ -192,8 +204,48 @@ fn tls_required_defers_when_the_server_offers_no_starttls() {
     let mut client = node.client();
     client.cmd("EHLO client.test");
     queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
-    assert!(wait_for(Duration::from_secs(10), || node.queue().first().map(|e| e["attempts"] == 1).unwrap_or(false)));
+    assert!(wait_for(Duration::from_secs(10), || node
+        .queue()
+        .first()
+        .map(|e| e["attempts"] == 1)
+        .unwrap_or(false)));
     let error = node.queue()[0]["last_error"].as_str().unwrap().to_string();
     assert!(error.contains("TLS is required"), "{error}");
     assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn delivery_uses_starttls_when_the_customer_server_offers_it() {
+    let sink = Sink::start();
+    // The customer's server is a second antemx with a certificate.
+    let dir = common::temp_dir("tls");
+    let (cert, key) = common::self_signed_cert(&dir, "customer.example.com");
+    let mut customer = Setup::routed_to(sink.address);
+    customer.smtp_extra = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let customer = Node::start(customer);
+
+    for tls in ["opportunistic", "required"] {
+        let mut setup = Setup::routed_to(customer.smtp);
+        setup.domains[0].tls = tls;
+        let node = Node::start(setup);
+        let mut client = node.client();
+        client.cmd("EHLO client.test");
+        queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
+        let n = if tls == "opportunistic" { 1 } else { 2 };
+        let messages = sink.wait_messages(n, Duration::from_secs(20));
+        assert_eq!(messages.len(), n, "{tls}: log:\n{}", node.log());
+        let text = messages[n - 1].text();
+        let first = text.split("\r\nReceived: ").next().unwrap();
+        assert!(first.contains("with ESMTPS"), "{tls}: {text}");
+        assert!(first.contains("version=TLSv1.3"), "{tls}: {text}");
+        assert!(
+            text.contains("by mx.antemx.test (antemx) with ESMTP id"),
+            "the first hop was plain: {text}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

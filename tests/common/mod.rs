@@ -332,3 +332,23 @@ pub fn queue_id(reply: &(u16, String)) -> String {
     assert_eq!(reply.0, 250, "not accepted: {reply:?}");
     reply.1.rsplit(' ').next().unwrap().to_string()
 }
+
+/// A self-signed certificate and key (PEM) for `name`, made with openssl.
+pub fn self_signed_cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        ])
+        .arg(format!("/CN={name}"))
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the openssl command is installed");
+    assert!(status.success(), "openssl could not make a certificate");
+    (cert, key)
+}
