@@ -24,10 +24,18 @@ fn check_config(text: &str) -> (bool, String, String) {
 #[test]
 fn the_example_config_is_valid() {
     let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
-        .args(["check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/antemx.toml")])
+        .args([
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/antemx.toml"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 domain)"));
 }
 
@@ -49,7 +57,10 @@ fn errors_name_the_file_and_line() {
     for (text, line, words) in cases {
         let (ok, _, stderr) = check_config(&text);
         assert!(!ok, "accepted:\n{text}");
-        assert!(stderr.contains(&format!("antemx.toml{line}")), "no line {line} in: {stderr}");
+        assert!(
+            stderr.contains(&format!("antemx.toml{line}")),
+            "no line {line} in: {stderr}"
+        );
         assert!(stderr.contains(words), "{words:?} not in: {stderr}");
     }
 }
@@ -106,7 +117,11 @@ fn check_dns_tells_what_to_change() {
             .output()
             .unwrap();
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        (out.status.code(), report, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            report,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
 
     let (code, report, _) = run("example.com");

@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::dns::DnsServer;
-use common::{queue_id, wait_for, DomainRoute, Node, Setup, Sink};
-use std::net::Ipv4Addr;
+use common::{queue_id, wait_for, with_sender_mx, DomainRoute, Node, Setup, Sink};
 use std::time::Duration;
 
 const MESSAGE: &str = "From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: hello\r\nMessage-ID: <1@sender.test>\r\n\r\nHello Bob,\r\n.leading dot\r\n\r\nbye\r\n";
@@ -70,13 +68,8 @@ fn recipients_of_two_domains_go_to_their_own_servers() {
 fn one_refused_recipient_bounces_alone_to_the_senders_mx() {
     let customer = Sink::start();
     customer.refuse("nobody@example.com");
-    let sender_mx = Sink::start();
-    let dns = DnsServer::start();
-    dns.add_mx("sender.test", 10, "mx.sender.test");
-    dns.add_a("mx.sender.test", Ipv4Addr::LOCALHOST);
     let mut setup = Setup::routed_to(customer.address);
-    setup.dns = Some(dns.address);
-    setup.retry = format!("mx_port = {}\n", sender_mx.address.port());
+    let (sender_mx, _dns) = with_sender_mx(&mut setup);
     let node = Node::start(setup);
 
     let mut client = node.client();
@@ -204,11 +197,7 @@ fn tls_required_defers_when_the_server_offers_no_starttls() {
     let mut client = node.client();
     client.cmd("EHLO client.test");
     queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
-    assert!(wait_for(Duration::from_secs(10), || node
-        .queue()
-        .first()
-        .map(|e| e["attempts"] == 1)
-        .unwrap_or(false)));
+    assert!(node.wait_attempted(1));
     let error = node.queue()[0]["last_error"].as_str().unwrap().to_string();
     assert!(error.contains("TLS is required"), "{error}");
     assert!(sink.messages().is_empty());

@@ -137,12 +137,7 @@ fn metrics_show_the_queue() {
     for _ in 0..3 {
         queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
     }
-    assert!(wait_for(Duration::from_secs(10), || node
-        .queue()
-        .iter()
-        .filter(|e| e["attempts"] == 1)
-        .count()
-        == 3));
+    assert!(node.wait_attempted(3));
     std::thread::sleep(Duration::from_millis(1100));
     let metrics = parse_metrics(&http_get(node.web, "/metrics").1);
     assert_eq!(metrics["antemx_queue_messages{}"], 3.0);

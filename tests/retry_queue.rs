@@ -5,8 +5,7 @@
 mod common;
 
 use common::dns::DnsServer;
-use common::{queue_id, wait_for, Mode, Node, Setup, Sink};
-use std::net::Ipv4Addr;
+use common::{queue_id, wait_for, with_sender_mx, Mode, Node, Setup, Sink};
 use std::time::{Duration, Instant};
 
 const MESSAGE: &str = "From: alice@sender.test\r\nSubject: retry me\r\n\r\nbody\r\n";
@@ -23,13 +22,9 @@ fn send_one(node: &Node, to: &str) -> String {
 fn failing_setup(retry: &str) -> (Sink, Sink, DnsServer, Setup) {
     let customer = Sink::start();
     customer.set_mode(Mode::TempFail);
-    let sender_mx = Sink::start();
-    let dns = DnsServer::start();
-    dns.add_mx("sender.test", 10, "mx.sender.test");
-    dns.add_a("mx.sender.test", Ipv4Addr::LOCALHOST);
     let mut setup = Setup::routed_to(customer.address);
-    setup.dns = Some(dns.address);
-    setup.retry = format!("{retry}\nmx_port = {}\n", sender_mx.address.port());
+    setup.retry = retry.to_string();
+    let (sender_mx, dns) = with_sender_mx(&mut setup);
     (customer, sender_mx, dns, setup)
 }
 
@@ -98,11 +93,7 @@ fn extend_lengthens_a_domains_lifetime() {
         failing_setup("min_interval = \"100s\"\nmax_interval = \"100s\"\nlifetime = \"1h\"");
     let node = Node::start(setup);
     let id = send_one(&node, "bob@example.com");
-    assert!(wait_for(Duration::from_secs(10), || node
-        .queue()
-        .first()
-        .map(|e| e["attempts"] == 1)
-        .unwrap_or(false)));
+    assert!(node.wait_attempted(1));
     let before = node.queue()[0]["expires_ms"].as_u64().unwrap();
 
     let out = node.cli(&["queue", "extend", "example.com", "--by", "2d", "--json"]);
@@ -139,11 +130,7 @@ fn flush_delivers_now_instead_of_at_the_next_slot() {
         .attempts()
         .len()
         == 1));
-    assert!(wait_for(Duration::from_secs(5), || node
-        .queue()
-        .first()
-        .map(|e| e["attempts"] == 1)
-        .unwrap_or(false)));
+    assert!(node.wait_attempted(1));
     let entry = &node.queue()[0];
     let wait = entry["next_attempt_ms"].as_u64().unwrap() - entry["received_ms"].as_u64().unwrap();
     assert!(
@@ -174,11 +161,7 @@ fn waiting_mail_goes_out_as_soon_as_the_destination_accepts_again() {
     for n in 0..3 {
         send_one(&node, &format!("user{n}@example.com"));
     }
-    assert!(wait_for(Duration::from_secs(10), || node
-        .queue()
-        .iter()
-        .all(|e| e["attempts"] == 1)
-        && node.queue().len() == 3));
+    assert!(node.wait_attempted(3));
 
     customer.set_mode(Mode::Accept);
     send_one(&node, "fresh@example.com");
@@ -242,11 +225,7 @@ fn unreachable_server_is_a_temporary_failure() {
     let setup = Setup::routed_to(format!("127.0.0.1:{closed}").parse().unwrap());
     let node = Node::start(setup);
     let id = send_one(&node, "bob@example.com");
-    assert!(wait_for(Duration::from_secs(10), || node
-        .queue()
-        .first()
-        .map(|e| e["attempts"] == 1)
-        .unwrap_or(false)));
+    assert!(node.wait_attempted(1));
     let entry = &node.queue()[0];
     assert_eq!(entry["id"], id.as_str());
     assert!(

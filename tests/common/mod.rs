@@ -94,12 +94,36 @@ pub struct Node {
 impl Node {
     pub fn start(setup: Setup) -> Node {
         let dir = temp_dir("node");
-        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut node = Node {
+            smtp: "127.0.0.1:0".parse().unwrap(),
+            web: "127.0.0.1:0".parse().unwrap(),
+            log: dir.join("antemx.log"),
+            config: dir.join("antemx.toml"),
+            dir,
+            child: None,
+        };
+        // A port found free can be taken by a parallel test before antemx
+        // binds it: then try other ports.
+        for _ in 0..5 {
+            node.smtp = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            node.web = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            std::fs::write(&node.config, node.config_text(&setup)).unwrap();
+            match node.launch() {
+                Ok(()) => return node,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("antemx did not start; log:\n{log}"),
+            }
+        }
+        panic!("antemx found no free ports; log:\n{}", node.log());
+    }
+
+    fn config_text(&self, setup: &Setup) -> String {
         let mut text = format!(
-            "[node]\nhostname = \"mx.antemx.test\"\ndata_dir = \"{}\"\n\n[smtp]\nlisten = [\"{smtp}\"]\n{}\n\n[web]\nlisten = \"{web}\"\n\n[retry]\n{}\n",
-            dir.join("data").display(),
+            "[node]\nhostname = \"mx.antemx.test\"\ndata_dir = \"{}\"\n\n[smtp]\nlisten = [\"{}\"]\n{}\n\n[web]\nlisten = \"{}\"\n\n[retry]\n{}\n",
+            self.dir.join("data").display(),
+            self.smtp,
             setup.smtp_extra,
+            self.web,
             setup.retry
         );
         if let Some(dns) = setup.dns {
@@ -113,21 +137,11 @@ impl Node {
                 d.name, d.deliver_to, d.tls
             ));
         }
-        let config = dir.join("antemx.toml");
-        std::fs::write(&config, text).unwrap();
-        let mut node = Node {
-            smtp,
-            web,
-            log: dir.join("antemx.log"),
-            dir,
-            config,
-            child: None,
-        };
-        node.launch();
-        node
+        text
     }
 
-    fn launch(&mut self) {
+    /// Starts the process and waits until it listens; on failure, the log.
+    fn launch(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -142,15 +156,17 @@ impl Node {
             .spawn()
             .expect("antemx starts");
         self.child = Some(child);
-        let smtp = self.smtp;
-        let web = self.web;
-        assert!(
-            wait_for(Duration::from_secs(20), || {
-                TcpStream::connect(smtp).is_ok() && TcpStream::connect(web).is_ok()
-            }),
-            "antemx did not start listening; log:\n{}",
-            self.log()
-        );
+        let (smtp, web) = (self.smtp, self.web);
+        let mut exited = false;
+        let ready = wait_for(Duration::from_secs(30), || {
+            exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
+            exited || TcpStream::connect(smtp).is_ok() && TcpStream::connect(web).is_ok()
+        });
+        if ready && !exited {
+            return Ok(());
+        }
+        self.kill9();
+        Err(self.log())
     }
 
     /// SIGKILL: no chance to flush or clean up.
@@ -176,7 +192,9 @@ impl Node {
 
     pub fn restart(&mut self) {
         self.kill9();
-        self.launch();
+        if let Err(log) = self.launch() {
+            panic!("antemx did not restart; log:\n{log}");
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -351,4 +369,85 @@ pub fn self_signed_cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf)
         .expect("the openssl command is installed");
     assert!(status.success(), "openssl could not make a certificate");
     (cert, key)
+}
+
+/// The delivered message without the `Received:` header antemx prepends (its
+/// first line and its folded continuation lines). Panics when the message
+/// does not start with one.
+pub fn without_received(data: &[u8]) -> &[u8] {
+    assert!(
+        data.starts_with(b"Received: "),
+        "no Received header first: {:?}",
+        String::from_utf8_lossy(&data[..data.len().min(200)])
+    );
+    let mut rest = data;
+    loop {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("header line ends with CRLF");
+        rest = &rest[end + 2..];
+        if !rest.starts_with(b" ") && !rest.starts_with(b"\t") {
+            return rest;
+        }
+    }
+}
+
+/// `[smtp]` keys that configure STARTTLS with a fresh self-signed certificate.
+pub fn tls_config(dir: &std::path::Path) -> String {
+    let (cert, key) = self_signed_cert(dir, "mx.antemx.test");
+    format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+impl Client {
+    /// Reads `n` replies.
+    pub fn replies(&mut self, n: usize) -> Vec<(u16, String)> {
+        (0..n).map(|_| self.reply()).collect()
+    }
+
+    /// Sends each write at once (no Nagle), so a test can split its input
+    /// into separate TCP segments.
+    pub fn set_nodelay(&mut self) {
+        self.writer.set_nodelay(true).unwrap();
+    }
+
+    /// Another handle on the connection, for writing from another thread.
+    pub fn clone_writer(&self) -> TcpStream {
+        self.writer.try_clone().unwrap()
+    }
+
+    /// Bounds how long a read waits (30 s by default).
+    pub fn set_read_timeout(&mut self, limit: Duration) {
+        self.writer.set_read_timeout(Some(limit)).unwrap();
+    }
+}
+
+/// Serves MX records for `sender.test` pointing at a new sink, and points
+/// the node's MX delivery (bounces) there: returns that sink and the DNS
+/// server, which must live as long as the test.
+pub fn with_sender_mx(setup: &mut Setup) -> (Sink, dns::DnsServer) {
+    let sender_mx = Sink::start();
+    let dns = dns::DnsServer::start();
+    dns.add_mx("sender.test", 10, "mx.sender.test");
+    dns.add_a("mx.sender.test", std::net::Ipv4Addr::LOCALHOST);
+    setup.dns = Some(dns.address);
+    setup
+        .retry
+        .push_str(&format!("\nmx_port = {}\n", sender_mx.address.port()));
+    (sender_mx, dns)
+}
+
+impl Node {
+    /// Waits until `count` messages are queued and each has been tried at
+    /// least once.
+    pub fn wait_attempted(&self, count: usize) -> bool {
+        wait_for(Duration::from_secs(10), || {
+            let queue = self.queue();
+            queue.len() == count && queue.iter().all(|e| e["attempts"].as_u64() >= Some(1))
+        })
+    }
 }
