@@ -43,6 +43,13 @@ struct Transaction {
     recipients: Vec<String>,
 }
 
+/// What [`Session::next_line`] found in the input.
+enum Input {
+    Line(Vec<u8>),
+    /// A line longer than `MAX_LINE`, already dropped.
+    TooLong,
+}
+
 enum Next {
     Continue,
     Data,
@@ -96,8 +103,12 @@ impl<'a> Session<'a> {
 
     async fn serve(&mut self) -> io::Result<()> {
         loop {
-            while let Some(line) = self.next_line() {
-                match self.command(&line).await {
+            while let Some(input) = self.next_line() {
+                let next = match input {
+                    Input::Line(line) => self.command(&line).await,
+                    Input::TooLong => self.error("500 5.5.2 Line too long"),
+                };
+                match next {
                     Next::Continue => {}
                     Next::Close => return self.flush().await,
                     Next::Data => {
@@ -118,20 +129,34 @@ impl<'a> Session<'a> {
     }
 
     /// The next complete command line, if one is buffered.
-    fn next_line(&mut self) -> Option<Vec<u8>> {
+    ///
+    /// A line with more than `MAX_LINE` bytes of text (CRLF not counted) is
+    /// refused with exactly one reply, whether it arrived in one read or in
+    /// many: the limit must not depend on how the client's bytes were split
+    /// into segments, and one line must never get two replies.
+    fn next_line(&mut self) -> Option<Input> {
         loop {
             match memchr::memchr(b'\n', &self.input) {
                 Some(end) if self.skipping_line => {
+                    // The tail of a line already answered with 500.
                     self.input.drain(..=end);
                     self.skipping_line = false;
                 }
-                Some(end) => return Some(self.input.drain(..=end).collect()),
-                None if self.input.len() > MAX_LINE => {
+                Some(end) if end - usize::from(self.input[..end].ends_with(b"\r")) > MAX_LINE => {
+                    self.input.drain(..=end);
+                    return Some(Input::TooLong);
+                }
+                Some(end) => return Some(Input::Line(self.input.drain(..=end).collect())),
+                None if self.skipping_line => {
+                    // Still the same over-long line: it got its one reply.
+                    self.input.clear();
+                    return None;
+                }
+                // MAX_LINE bytes of text and a CR may still be a good line.
+                None if self.input.len() > MAX_LINE + 1 => {
                     self.input.clear();
                     self.skipping_line = true;
-                    self.reply("500 5.5.2 Line too long");
-                    self.errors += 1;
-                    return None;
+                    return Some(Input::TooLong);
                 }
                 None => return None,
             }
@@ -159,6 +184,12 @@ impl<'a> Session<'a> {
     /// inside DATA the message is read to its end first.
     async fn fill(&mut self, in_data: bool) -> io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // Checked before reading: a client that keeps input always
+            // ready would otherwise win every race against the timer below
+            // and hold the session past its deadline.
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "session timeout"));
+        }
         let wait = self.config.smtp.command_timeout.min(left);
         let mut chunk = [0u8; 16 * 1024];
         let read = async { self.stream.read(&mut chunk).await };

@@ -160,7 +160,8 @@ impl Node {
         let mut exited = false;
         let ready = wait_for(Duration::from_secs(30), || {
             exited = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))));
-            exited || TcpStream::connect(smtp).is_ok() && TcpStream::connect(web).is_ok()
+            // web first: it is bound after smtp, so the SMTP probe connects once (the metrics test counts it).
+            exited || TcpStream::connect(web).is_ok() && TcpStream::connect(smtp).is_ok()
         });
         if ready && !exited {
             return Ok(());
@@ -265,8 +266,10 @@ impl Client {
         client
     }
 
+    /// A write the server closed the connection on shows as reply code 0
+    /// at the next read, as a real client would see it.
     pub fn send_raw(&mut self, bytes: &[u8]) {
-        self.writer.write_all(bytes).unwrap();
+        let _ = self.writer.write_all(bytes);
     }
 
     pub fn send(&mut self, line: &str) {
@@ -310,8 +313,11 @@ impl Client {
         }
         let mut accepted = 0;
         for rcpt in to {
-            if self.cmd(&format!("RCPT TO:<{rcpt}>")).0 == 250 {
-                accepted += 1;
+            match self.cmd(&format!("RCPT TO:<{rcpt}>")) {
+                (250, _) => accepted += 1,
+                // The server is closing the session: say so, send nothing more.
+                (code @ (0 | 421), text) => return (code, text),
+                _ => {}
             }
         }
         if accepted == 0 {
