@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod dns;
+mod filter;
 mod metrics;
 mod receive;
 mod retry;

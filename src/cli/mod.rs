@@ -4,7 +4,9 @@
 mod check_dns;
 mod notify;
 mod queue;
+mod scan;
 mod serve;
+mod train;
 
 use argh::FromArgs;
 use std::path::PathBuf;
@@ -27,6 +29,8 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     Queue(queue::QueueArgs),
     CheckDns(check_dns::CheckDnsArgs),
+    Scan(scan::ScanArgs),
+    Train(train::TrainArgs),
 }
 
 #[derive(FromArgs)]
@@ -59,5 +63,7 @@ pub fn main() -> i32 {
         },
         Command::Queue(args) => queue::run(args),
         Command::CheckDns(args) => check_dns::run(args),
+        Command::Scan(args) => scan::run(args),
+        Command::Train(args) => train::run(args),
     }
 }

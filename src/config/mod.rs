@@ -22,6 +22,7 @@ pub struct Config {
     pub web: Web,
     pub retry: Retry,
     pub dns: Dns,
+    pub filter: Filter,
     /// Customer domains by lower-case name.
     pub domains: BTreeMap<String, Domain>,
 }
@@ -73,6 +74,12 @@ pub struct Dns {
     /// Empty means: the name servers of /etc/resolv.conf.
     pub servers: Vec<SocketAddr>,
     pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// `sideline_at` and `reject_at`, validated together.
+    pub thresholds: crate::filter::Thresholds,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +167,8 @@ struct RawConfig {
     retry: RawRetry,
     #[serde(default)]
     dns: RawDns,
+    #[serde(default)]
+    filter: RawFilter,
     #[serde(default)]
     domain: Vec<RawDomain>,
 }
@@ -320,6 +329,31 @@ struct RawDns {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default = "default_sideline_at")]
+    sideline_at: Spanned<f64>,
+    #[serde(default = "default_reject_at")]
+    reject_at: Spanned<f64>,
+}
+
+impl Default for RawFilter {
+    fn default() -> Self {
+        RawFilter {
+            sideline_at: default_sideline_at(),
+            reject_at: default_reject_at(),
+        }
+    }
+}
+
+fn default_sideline_at() -> Spanned<f64> {
+    Spanned::new(0..0, crate::filter::Thresholds::default().sideline_at())
+}
+fn default_reject_at() -> Spanned<f64> {
+    Spanned::new(0..0, crate::filter::Thresholds::default().reject_at())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDomain {
     name: Spanned<String>,
     deliver_to: Spanned<String>,
@@ -400,6 +434,21 @@ impl Config {
             .map(|s| socket(s, "[dns] servers"))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let thresholds = crate::filter::Thresholds::new(
+            *raw.filter.sideline_at.get_ref(),
+            *raw.filter.reject_at.get_ref(),
+        )
+        .map_err(|m| {
+            // Point at whichever of the two the file set; reject_at first,
+            // since most mistakes are a reject line set too low.
+            let span = if raw.filter.reject_at.span().end > 0 {
+                raw.filter.reject_at.span()
+            } else {
+                raw.filter.sideline_at.span()
+            };
+            at(span, format!("[filter] {m}"))
+        })?;
+
         let mut domains = BTreeMap::new();
         for d in raw.domain {
             let name = normalize_domain(d.name.get_ref());
@@ -462,6 +511,7 @@ impl Config {
                     .map(|s| s.0)
                     .unwrap_or(Duration::from_secs(5)),
             },
+            filter: Filter { thresholds },
             domains,
         })
     }
@@ -533,6 +583,31 @@ mod tests {
         assert!(config.domain("EXAMPLE.com").is_some());
         assert!(config.domain("example.com.").is_some());
         assert!(config.domain("other.com").is_none());
+    }
+
+    #[test]
+    fn filter_thresholds() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.filter.thresholds.sideline_at(), 5.0);
+        assert_eq!(config.filter.thresholds.reject_at(), 15.0);
+        let text = format!("{MINIMAL}[filter]\nsideline_at = 4\nreject_at = 12.5\n");
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.filter.thresholds.sideline_at(), 4.0);
+        assert_eq!(config.filter.thresholds.reject_at(), 12.5);
+    }
+
+    #[test]
+    fn bad_filter_thresholds_name_their_line() {
+        let text = format!("{MINIMAL}[filter]\nsideline_at = 8.0\nreject_at = 6.0\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(6), "{message}");
+        assert!(message.contains("reject_at"), "{message}");
+        let text = format!("{MINIMAL}[filter]\nsideline_at = -1.0\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(5), "{message}");
+        let text = format!("{MINIMAL}[filter]\nsideline_at = 5.0\nrejct_at = 6.0\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(6), "{message}");
     }
 
     #[test]

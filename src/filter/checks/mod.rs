@@ -1,0 +1,34 @@
+//! The checks, one per file. [`standard`] is the set a node runs; the Bayes
+//! classifier is added beside them because it needs the node's store and is
+//! also trained, not only asked.
+
+pub mod bayes;
+pub mod gtube;
+pub mod helo;
+pub mod html_only;
+pub mod link_mismatch;
+pub mod missing_headers;
+pub mod multi_rcpt_bounce;
+pub mod own_sender;
+
+use super::Check;
+use crate::config::Config;
+
+/// The checks that need nothing but the config and the session's evidence.
+pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
+    vec![
+        Box::new(helo::HeloCheck::new(
+            &config.node.hostname,
+            config.domains.keys().cloned(),
+        )),
+        Box::new(own_sender::OwnSender::new(
+            &config.node.hostname,
+            config.domains.keys().cloned(),
+        )),
+        Box::new(multi_rcpt_bounce::MultiRcptBounce),
+        Box::new(gtube::Gtube),
+        Box::new(missing_headers::MissingHeaders),
+        Box::new(html_only::HtmlOnly),
+        Box::new(link_mismatch::LinkMismatch),
+    ]
+}
