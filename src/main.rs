@@ -7,6 +7,7 @@ mod filter;
 mod metrics;
 mod receive;
 mod retry;
+mod sideline;
 mod store;
 mod time;
 mod web;

@@ -18,6 +18,7 @@ pub const REJECTIONS: &str = "antemx_smtp_rejections_total";
 pub const DELIVERIES: &str = "antemx_delivery_attempts_total";
 pub const ACCEPT_SECONDS: &str = "antemx_accept_duration_seconds";
 pub const DELIVERY_SECONDS: &str = "antemx_delivery_duration_seconds";
+pub const FILTER_SECONDS: &str = "antemx_filter_duration_seconds";
 
 const HELP: &[(&str, &str)] = &[
     (CONNECTIONS, "SMTP connections accepted"),
@@ -34,6 +35,10 @@ const HELP: &[(&str, &str)] = &[
     (
         ACCEPT_SECONDS,
         "From the final dot to the reply: storing (and later judging) a message",
+    ),
+    (
+        FILTER_SECONDS,
+        "Judging one message at the end of DATA: parsing and every check",
     ),
     (
         DELIVERY_SECONDS,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{queue_id, wait_for, with_sender_mx, DomainRoute, Node, Setup, Sink};
+use common::{after_verdict, queue_id, wait_for, with_sender_mx, DomainRoute, Node, Setup, Sink};
 use std::time::Duration;
 
 const MESSAGE: &str = "From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: hello\r\nMessage-ID: <1@sender.test>\r\n\r\nHello Bob,\r\n.leading dot\r\n\r\nbye\r\n";
@@ -17,7 +17,7 @@ fn message_arrives_with_a_received_header_and_otherwise_unchanged() {
     let id = queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
     let messages = sink.wait_messages(1, Duration::from_secs(20));
     assert_eq!(messages.len(), 1);
-    let text = messages[0].text();
+    let text = String::from_utf8_lossy(after_verdict(&messages[0].data)).into_owned();
     assert!(text.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.antemx.test (antemx) with ESMTP id "), "{text}");
     assert!(
         text.contains(&format!("id {id}\r\n\tfor <bob@example.com>; ")),
@@ -227,7 +227,7 @@ fn delivery_uses_starttls_when_the_customer_server_offers_it() {
         let n = if tls == "opportunistic" { 1 } else { 2 };
         let messages = sink.wait_messages(n, Duration::from_secs(20));
         assert_eq!(messages.len(), n, "{tls}: log:\n{}", node.log());
-        let text = messages[n - 1].text();
+        let text = String::from_utf8_lossy(after_verdict(&messages[n - 1].data)).into_owned();
         let first = text.split("\r\nReceived: ").next().unwrap();
         assert!(first.contains("with ESMTPS"), "{tls}: {text}");
         assert!(first.contains("version=TLSv1.3"), "{tls}: {text}");

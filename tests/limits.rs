@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{queue_id, wait_for, without_received, Client, Node, Setup, Sink};
+use common::{as_sent, queue_id, wait_for, Client, Node, Setup, Sink};
 use std::hash::{DefaultHasher, Hasher};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -118,7 +118,7 @@ fn a_body_past_the_limit_is_refused_after_the_dot() {
     let messages_now = sink.messages();
     assert_eq!(messages_now.len(), 1, "only the message within the limit");
     assert!(messages[0].text().contains(&format!(" id {id}\r\n")));
-    assert!(without_received(&messages[0].data) == exact.as_slice());
+    assert!(as_sent(&messages[0].data) == exact.as_slice());
     assert!(node.log().contains("message too big"));
 }
 
@@ -148,7 +148,7 @@ fn a_20_megabyte_message_arrives_byte_exact() {
     let messages = sink.wait_messages(1, Duration::from_secs(120));
     assert_eq!(messages.len(), 1, "delivered in time");
     assert!(messages[0].text().contains(&format!(" id {id}\r\n")));
-    let delivered = without_received(&messages[0].data);
+    let delivered = as_sent(&messages[0].data);
     assert_eq!(delivered.len(), message.len());
     assert_eq!(hash(delivered), hash(&message), "content differs");
     assert!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{queue_id, wait_for, without_received, Node, Setup, Sink};
+use common::{as_sent, queue_id, wait_for, Node, Setup, Sink};
 use std::time::Duration;
 
 const SMUGGLED: &[u8] = b"MAIL FROM:<evil@x>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n";
@@ -83,7 +83,7 @@ fn only_crlf_dot_crlf_ends_the_message() {
         expected.extend_from_slice(SMUGGLED);
         expected.extend_from_slice(b"\r\n");
         assert_eq!(
-            String::from_utf8_lossy(without_received(&message.data)),
+            String::from_utf8_lossy(as_sent(&message.data)),
             String::from_utf8_lossy(&expected),
             "{name}: the smuggled text must arrive as content"
         );
@@ -147,7 +147,7 @@ fn bare_lf_lines_arrive_as_crlf() {
     queue_id(&client.reply());
     let messages = sink.wait_messages(1, Duration::from_secs(20));
     assert_eq!(
-        without_received(&messages[0].data),
+        as_sent(&messages[0].data),
         b"Subject: unix\r\nFrom: a@sender.test\r\n\r\nline one\r\nline two\r\nline three\r\n\r\nlast\r\n"
     );
 }
@@ -167,7 +167,7 @@ fn dot_unstuffing_is_exact() {
     queue_id(&client.reply());
     let messages = sink.wait_messages(1, Duration::from_secs(20));
     assert_eq!(
-        String::from_utf8_lossy(without_received(&messages[0].data)),
+        String::from_utf8_lossy(as_sent(&messages[0].data)),
         "Subject: dots\r\n\r\n.\r\n..x\r\n.y\r\na.b\r\n.\r\n"
     );
 }
@@ -189,5 +189,5 @@ fn empty_message_is_delivered() {
     let messages = sink.wait_messages(1, Duration::from_secs(20));
     let text = messages[0].text();
     assert!(text.contains(&format!(" id {id}\r\n")), "{text}");
-    assert_eq!(without_received(&messages[0].data), b"");
+    assert_eq!(as_sent(&messages[0].data), b"");
 }

@@ -1,11 +1,13 @@
 //! The command line: `antemx serve` runs a node; the other commands talk to a
 //! running node's admin API or check files.
 
+mod admin;
 mod check_dns;
 mod notify;
 mod queue;
 mod scan;
 mod serve;
+mod sideline;
 mod train;
 
 use argh::FromArgs;
@@ -28,6 +30,7 @@ enum Command {
     Serve(serve::ServeArgs),
     CheckConfig(CheckConfigArgs),
     Queue(queue::QueueArgs),
+    Sideline(sideline::SidelineArgs),
     CheckDns(check_dns::CheckDnsArgs),
     Scan(scan::ScanArgs),
     Train(train::TrainArgs),
@@ -62,6 +65,7 @@ pub fn main() -> i32 {
             }
         },
         Command::Queue(args) => queue::run(args),
+        Command::Sideline(args) => sideline::run(args),
         Command::CheckDns(args) => check_dns::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Train(args) => train::run(args),

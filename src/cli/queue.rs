@@ -1,10 +1,10 @@
 //! `antemx queue ...`: the delivery queue of the running node, through its
 //! admin API on loopback.
 
-use crate::config::Config;
+use super::admin::{typed, Admin};
 use crate::retry::{QueueEntry, QueueExtension};
 use argh::FromArgs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(FromArgs)]
 /// Inspect and act on the delivery queue of the running node.
@@ -99,50 +99,6 @@ struct ExtendArgs {
     json: bool,
 }
 
-struct Admin {
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Admin {
-    fn new(config: &Path) -> Result<Admin, String> {
-        let config = Config::load(config).map_err(|e| e.to_string())?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(60)))
-            .build()
-            .into();
-        Ok(Admin {
-            base: format!("http://{}/admin", config.admin_address()),
-            agent,
-        })
-    }
-
-    /// Calls the admin API; a non-2xx answer becomes its error message.
-    fn call(&self, method: &str, path: &str) -> Result<serde_json::Value, String> {
-        let url = format!("{}{path}", self.base);
-        let result = match method {
-            "GET" => self.agent.get(&url).call(),
-            "DELETE" => self.agent.delete(&url).call(),
-            _ => self.agent.post(&url).send_empty(),
-        };
-        let mut response = result.map_err(|e| format!("cannot reach the node at {url}: {e}"))?;
-        let status = response.status();
-        let body: serde_json::Value = response
-            .body_mut()
-            .read_json()
-            .map_err(|e| format!("bad answer from {url}: {e}"))?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(body["error"]
-                .as_str()
-                .unwrap_or("request failed")
-                .to_string())
-        }
-    }
-}
-
 fn when(ms: u64) -> String {
     crate::time::rfc5322(ms)
 }
@@ -166,10 +122,6 @@ fn print_entry(entry: &QueueEntry) {
     if let Some(error) = &entry.last_error {
         println!("    last error: {error}");
     }
-}
-
-fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
-    serde_json::from_value(value).map_err(|e| format!("unexpected answer: {e}"))
 }
 
 pub fn run(args: QueueArgs) -> i32 {

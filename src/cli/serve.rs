@@ -1,8 +1,10 @@
 //! `antemx serve`: runs a node in the foreground until SIGTERM.
 
 use crate::config::{Config, Live};
+use crate::filter::checks::bayes::Bayes;
 use crate::receive::Receiver;
 use crate::retry::Queue;
+use crate::sideline::Sideline;
 use crate::store::Store;
 use argh::FromArgs;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -55,14 +57,28 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
     let store = Store::open(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let live = Live::new(config.clone());
     let queue = Queue::open(live.clone(), store.clone()).map_err(|e| format!("queue: {e}"))?;
+    let bayes = Arc::new(Bayes::open(&store).map_err(|e| format!("Bayes statistics: {e}"))?);
+    let sideline = smol::block_on(Sideline::open(
+        live.clone(),
+        store.clone(),
+        queue.clone(),
+        bayes.clone(),
+    ))
+    .map_err(|e| format!("sideline: {e}"))?;
     let swept = store
         .spool()
-        .sweep(|id| queue.holds(id))
+        .sweep(|id| queue.holds(id) || sideline.holds(id))
         .map_err(|e| format!("spool: {e}"))?;
     if swept > 0 {
         log::info!("removed {swept} message files of unfinished sessions");
     }
-    let receiver = Arc::new(Receiver::new(live.clone(), store.clone(), queue.clone())?);
+    let receiver = Arc::new(Receiver::new(
+        live.clone(),
+        store.clone(),
+        queue.clone(),
+        sideline.clone(),
+        bayes,
+    )?);
 
     let mut smtp_listeners = Vec::new();
     for address in &config.smtp.listen {
@@ -81,8 +97,10 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
         queue: queue.clone(),
         store: store.clone(),
         receiver: receiver.clone(),
+        sideline: sideline.clone(),
     };
     smol::spawn(crate::web::serve(web, web_node)).detach();
+    smol::spawn(async move { sideline.run().await }).detach();
     let scheduler = queue.clone();
     smol::spawn(async move { scheduler.run().await }).detach();
     log::info!(

@@ -23,8 +23,15 @@ pub struct Config {
     pub retry: Retry,
     pub dns: Dns,
     pub filter: Filter,
+    pub sideline: Sideline,
     /// Customer domains by lower-case name.
     pub domains: BTreeMap<String, Domain>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sideline {
+    /// Sidelined messages older than this are purged.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +177,8 @@ struct RawConfig {
     #[serde(default)]
     filter: RawFilter,
     #[serde(default)]
+    sideline: RawSideline,
+    #[serde(default)]
     domain: Vec<RawDomain>,
 }
 
@@ -295,6 +304,25 @@ impl Default for RawRetry {
             mx_port: default_mx_port(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSideline {
+    #[serde(default = "default_retention")]
+    retention: Span,
+}
+
+impl Default for RawSideline {
+    fn default() -> Self {
+        RawSideline {
+            retention: default_retention(),
+        }
+    }
+}
+
+fn default_retention() -> Span {
+    Span(Duration::from_secs(14 * 86400))
 }
 
 fn default_min_interval() -> Span {
@@ -512,6 +540,9 @@ impl Config {
                     .unwrap_or(Duration::from_secs(5)),
             },
             filter: Filter { thresholds },
+            sideline: Sideline {
+                retention: raw.sideline.retention.0,
+            },
             domains,
         })
     }

@@ -40,11 +40,19 @@ pub struct Content<'a> {
     url_hosts: Vec<String>,
 }
 
+/// What a message mail-parser cannot parse (an empty one, say) is judged
+/// as: mail-parser's accessors index the first part, and its default
+/// message has none.
+const UNPARSEABLE: &[u8] = b"X-Unparseable: yes\r\n\r\n";
+
 impl<'a> Content<'a> {
     /// Never fails: what mail-parser cannot parse is an empty message, and
     /// the checks judge what there is.
     pub fn parse(raw: &'a [u8]) -> Content<'a> {
-        let message = MessageParser::default().parse(raw).unwrap_or_default();
+        let message = MessageParser::default()
+            .parse(raw)
+            .or_else(|| MessageParser::default().parse(UNPARSEABLE))
+            .unwrap_or_default();
         let mut content = Content {
             raw,
             message: Message::default(),
@@ -387,6 +395,9 @@ mod tests {
         ] {
             let content = Content::parse(raw);
             let _ = content.text();
+            let message = content.message();
+            let _ = (message.from(), message.date(), message.subject());
+            let _ = content.header_raw("From");
         }
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod checks;
 pub mod content;
+pub mod stamp;
 
 pub use content::Content;
 
@@ -379,7 +380,9 @@ pub struct Decision {
 
 impl Decision {
     fn new(hits: Vec<Hit>, thresholds: Thresholds) -> Decision {
-        let score = hits.iter().map(|h| h.score).sum();
+        // Adding 0.0 turns the -0.0 that an empty f64 sum gives into 0.0,
+        // which customers would otherwise read in the headers.
+        let score = hits.iter().map(|h| h.score).sum::<f64>() + 0.0;
         Decision {
             verdict: thresholds.verdict(score),
             hits,

@@ -4,12 +4,16 @@
 mod address;
 mod data;
 mod ehlo;
+mod judge;
 mod received;
 mod session;
 mod tls;
 
-use crate::config::Live;
+use crate::config::{Config, Live};
+use crate::filter::checks::bayes::Bayes;
+use crate::filter::Pipeline;
 use crate::retry::Queue;
+use crate::sideline::Sideline;
 use crate::store::Store;
 use futures_rustls::TlsAcceptor;
 use smol::future::FutureExt;
@@ -23,6 +27,10 @@ pub struct Receiver {
     live: Live,
     store: Store,
     queue: Queue,
+    sideline: Sideline,
+    bayes: Arc<Bayes>,
+    /// The filter built for a config, kept until a reload replaces it.
+    pipeline: Mutex<Option<(Arc<Config>, Arc<Pipeline>)>>,
     tls: Option<TlsAcceptor>,
     connections: Mutex<HashMap<IpAddr, usize>>,
     /// Closed (never sent on) to tell listeners and idle sessions to stop.
@@ -50,7 +58,13 @@ impl Drop for Slot<'_> {
 
 impl Receiver {
     /// Fails when the configured certificate cannot be loaded.
-    pub fn new(live: Live, store: Store, queue: Queue) -> Result<Receiver, String> {
+    pub fn new(
+        live: Live,
+        store: Store,
+        queue: Queue,
+        sideline: Sideline,
+        bayes: Arc<Bayes>,
+    ) -> Result<Receiver, String> {
         let config = live.current();
         let tls = config.smtp.tls.as_ref().map(tls::acceptor).transpose()?;
         let (stop, stopped) = async_channel::bounded(1);
@@ -60,6 +74,9 @@ impl Receiver {
             live,
             store,
             queue,
+            sideline,
+            bayes,
+            pipeline: Mutex::new(None),
             tls,
             connections: Mutex::new(HashMap::new()),
         })

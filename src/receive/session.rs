@@ -4,10 +4,12 @@
 use super::address::{judge_recipient, RcptVerdict};
 use super::data::DataDecoder;
 use super::ehlo::{ehlo_reply, sanitize_helo};
+use super::judge::{rules_for_log, FILTER_BYTES};
 use super::received::Trace;
 use super::tls::Stream;
 use super::Receiver;
 use crate::config::Config;
+use crate::filter::{Envelope, Verdict};
 use crate::retry::Incoming;
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -429,6 +431,7 @@ impl<'a> Session<'a> {
         let max = self.config.smtp.max_message_size;
         let mut decoder = DataDecoder::default();
         let mut decoded = Vec::with_capacity(64 * 1024);
+        let mut judged_part = Vec::with_capacity(16 * 1024);
         let mut size: u64 = 0;
         loop {
             let used = decoder.feed(&self.input, &mut decoded);
@@ -436,6 +439,8 @@ impl<'a> Session<'a> {
             size += decoded.len() as u64;
             if size <= max {
                 spool.write(&decoded)?;
+                let room = FILTER_BYTES.saturating_sub(judged_part.len());
+                judged_part.extend_from_slice(&decoded[..decoded.len().min(room)]);
             }
             decoded.clear();
             if decoder.is_done() {
@@ -449,20 +454,80 @@ impl<'a> Session<'a> {
             }
         }
 
+        let who = format!(
+            "client=[{}] helo={} from=<{}> to=<{}> size={size}",
+            self.ip,
+            self.helo.as_deref().unwrap_or("unknown"),
+            transaction.sender,
+            transaction.recipients.join(">,<"),
+        );
         if size > max {
-            log::info!(
-                "{id}: reject: client=[{}] from=<{}> size={size}: message too big",
-                self.ip,
-                transaction.sender
-            );
+            log::info!("{id}: reject: {who}: message too big");
             self.reply("552 5.3.4 Message size exceeds the fixed maximum message size");
             crate::metrics::count(crate::metrics::REJECTIONS, &[("code", "5.3.4")]);
             return Ok(());
         }
         let final_dot = Instant::now();
+        let envelope = Envelope {
+            client: Some(self.ip),
+            helo: self.helo.clone(),
+            sender: (!transaction.sender.is_empty()).then(|| transaction.sender.clone()),
+            recipients: transaction.recipients.clone(),
+        };
+        let judged = self.receiver.judge(envelope, judged_part).await;
+        let decision = &judged.decision;
+        let verdict = decision.verdict();
+        let rules = rules_for_log(decision);
+        let score = decision.score();
+        if verdict == Verdict::Reject {
+            // The spool file goes with `spool` when it is dropped uncommitted.
+            log::info!("{id}: reject: {who} verdict=reject score={score:.1} rules={rules}");
+            crate::metrics::count(crate::metrics::MESSAGES, &[("verdict", "reject")]);
+            crate::metrics::count(crate::metrics::REJECTIONS, &[("code", "5.7.1")]);
+            let mut names: Vec<&str> = decision.hits().iter().map(|h| h.rule).collect();
+            names.dedup();
+            self.reply(&format!(
+                "550 5.7.1 Message refused as spam (score {score:.1}: {})",
+                names.join(" ")
+            ));
+            return Ok(());
+        }
+        let headers = crate::filter::stamp::headers(
+            &self.config.node.hostname,
+            decision,
+            self.config.filter.thresholds.sideline_at(),
+        );
         let stored = smol::unblock(move || spool.commit()).await;
-        let queued = match stored {
-            Ok(()) => {
+        let kept = match (stored, verdict) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Verdict::Sideline) => {
+                let entry = crate::sideline::Entry {
+                    id: id.clone(),
+                    sender: transaction.sender.clone(),
+                    recipients: transaction.recipients.clone(),
+                    client: self.ip.to_string(),
+                    helo: self.helo.clone().unwrap_or_default(),
+                    received_ms,
+                    size,
+                    from: judged.from,
+                    subject: judged.subject,
+                    date: judged.date,
+                    score,
+                    rules: decision
+                        .hits()
+                        .iter()
+                        .map(|h| crate::sideline::Rule {
+                            name: h.rule.to_string(),
+                            score: h.score,
+                            reason: h.reason.clone(),
+                        })
+                        .collect(),
+                    headers,
+                    released: None,
+                };
+                self.receiver.sideline.put(&entry).await
+            }
+            (Ok(()), _) => {
                 self.receiver
                     .queue
                     .enqueue(Incoming {
@@ -472,24 +537,26 @@ impl<'a> Session<'a> {
                         received_ms,
                         client: self.ip.to_string(),
                         size,
+                        headers,
                     })
                     .await
             }
-            Err(e) => Err(e),
         };
-        match queued {
+        match kept {
             Ok(()) => {
-                crate::metrics::count(crate::metrics::MESSAGES, &[("verdict", "accept")]);
+                crate::metrics::count(crate::metrics::MESSAGES, &[("verdict", verdict.as_str())]);
                 crate::metrics::observe(
                     crate::metrics::ACCEPT_SECONDS,
                     final_dot.elapsed().as_secs_f64(),
                 );
                 log::info!(
-                    "{id}: accepted: client=[{}] helo={} from=<{}> to=<{}> size={size} verdict=accept",
-                    self.ip,
-                    self.helo.as_deref().unwrap_or("unknown"),
-                    transaction.sender,
-                    transaction.recipients.join(">,<"),
+                    "{id}: {}: {who} verdict={} score={score:.1} rules={rules}",
+                    if verdict == Verdict::Sideline {
+                        "sidelined"
+                    } else {
+                        "accepted"
+                    },
+                    verdict.as_str()
                 );
                 self.reply(&format!("250 2.0.0 Ok: queued as {id}"));
             }

@@ -29,6 +29,9 @@ pub struct Incoming {
     pub received_ms: u64,
     pub client: String,
     pub size: u64,
+    /// Header lines (CRLF-terminated) put on top of the message when it is
+    /// delivered: the filter's verdict, who released it.
+    pub headers: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -44,6 +47,8 @@ struct Job {
     last_error: Option<String>,
     client: String,
     size: u64,
+    #[serde(default)]
+    headers: String,
 }
 
 impl Job {
@@ -155,6 +160,7 @@ impl Queue {
                 last_error: None,
                 client: message.client.clone(),
                 size: message.size,
+                headers: message.headers.clone(),
             })
             .collect();
         for job in &jobs {

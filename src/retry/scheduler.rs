@@ -176,7 +176,13 @@ async fn attempt(
     let config = queue.0.live.current();
     let spool = queue.0.store.spool().clone();
     let id = job.message.clone();
-    let body = match smol::unblock(move || spool.read(&id)).await {
+    let headers = job.headers.clone();
+    let read = move || {
+        spool
+            .read(&id)
+            .map(|body| crate::filter::stamp::stamp(&headers, &body))
+    };
+    let body = match smol::unblock(read).await {
         Ok(body) => body,
         Err(e) => {
             log::error!(
@@ -467,6 +473,7 @@ async fn notify_sender(
             received_ms: now,
             client: "127.0.0.1".into(),
             size,
+            headers: String::new(),
         })
         .await?;
     log::info!(

@@ -5,20 +5,13 @@
 //! - `DELETE /admin/queue/ID`
 //! - `POST /admin/queue/extend?domain=D&by=2d`
 
-use super::{error_reply, json_reply, Reply};
+use super::{error_reply, json_reply, query_value, Reply};
 use crate::retry::Queue;
 use hyper::{Method, StatusCode};
 use serde_json::json;
 
-fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-}
-
-pub async fn handle(method: &Method, path: &str, query: &str, queue: &Queue) -> Reply {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    match (method, parts.as_slice()) {
+pub async fn handle(method: &Method, parts: &[&str], query: &str, queue: &Queue) -> Reply {
+    match (method, parts) {
         (&Method::GET, ["queue"]) => json_reply(StatusCode::OK, &queue.list()),
         (&Method::POST, ["queue", "flush"]) => {
             json_reply(StatusCode::OK, &json!({ "flushed": queue.flush(None) }))
@@ -28,11 +21,11 @@ pub async fn handle(method: &Method, path: &str, query: &str, queue: &Queue) -> 
             else {
                 return error_reply(StatusCode::BAD_REQUEST, "extend needs domain= and by=");
             };
-            let by = match crate::config::parse_duration(by) {
+            let by = match crate::config::parse_duration(&by) {
                 Ok(by) => by,
                 Err(e) => return error_reply(StatusCode::BAD_REQUEST, &e),
             };
-            match queue.extend(domain, by).await {
+            match queue.extend(&domain, by).await {
                 Ok(extension) => json_reply(StatusCode::OK, &extension),
                 Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }

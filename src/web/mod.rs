@@ -2,6 +2,7 @@
 //! accepted only from loopback, so only someone on the node can use them.
 
 mod admin;
+mod sideline;
 
 use crate::receive::Receiver;
 use crate::retry::Queue;
@@ -36,6 +37,38 @@ pub struct Node {
     pub queue: Queue,
     pub store: Store,
     pub receiver: Arc<Receiver>,
+    pub sideline: crate::sideline::Sideline,
+}
+
+/// A query parameter's value, percent-decoded; `None` when absent.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 pub async fn serve(listener: TcpListener, node: Node) {
@@ -81,21 +114,32 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Rep
         return metrics_page(node).await;
     }
     if let Some(rest) = admin_path {
-        return admin::handle(
-            request.method(),
-            rest,
-            request.uri().query().unwrap_or(""),
-            &node.queue,
-        )
-        .await;
+        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let query = request.uri().query().unwrap_or("");
+        return match parts.as_slice() {
+            ["sideline", rest @ ..] => {
+                sideline::handle(request.method(), rest, query, &node.sideline).await
+            }
+            _ => admin::handle(request.method(), &parts, query, &node.queue).await,
+        };
     }
     error_reply(StatusCode::NOT_FOUND, "no such page")
 }
 
 async fn metrics_page(node: &Node) -> Reply {
-    let (queue, store) = (node.queue.clone(), node.store.clone());
-    let ((queued, oldest), disk) =
-        smol::unblock(move || (queue.size_and_oldest_age(), store.disk_usage())).await;
+    let (queue, store, sideline) = (
+        node.queue.clone(),
+        node.store.clone(),
+        node.sideline.clone(),
+    );
+    let ((queued, oldest), disk, (sidelined, sidelined_bytes)) = smol::unblock(move || {
+        (
+            queue.size_and_oldest_age(),
+            store.disk_usage(),
+            sideline.size(),
+        )
+    })
+    .await;
     let page = crate::metrics::render(&[
         (
             "antemx_smtp_sessions_active",
@@ -111,6 +155,16 @@ async fn metrics_page(node: &Node) -> Reply {
             "antemx_queue_oldest_age_seconds",
             "Age of the oldest queued message",
             oldest,
+        ),
+        (
+            "antemx_sideline_messages",
+            "Messages held in the sideline store",
+            sidelined as f64,
+        ),
+        (
+            "antemx_sideline_bytes",
+            "Size of the messages held in the sideline store",
+            sidelined_bytes as f64,
         ),
         (
             "antemx_disk_bytes",

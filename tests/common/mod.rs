@@ -63,6 +63,8 @@ pub struct Setup {
     pub smtp_extra: String,
     pub retry: String,
     pub dns: Option<SocketAddr>,
+    /// More sections at the end of the file, e.g. `[filter]`.
+    pub extra: String,
 }
 
 impl Setup {
@@ -77,6 +79,7 @@ impl Setup {
             smtp_extra: String::new(),
             retry: String::new(),
             dns: None,
+            extra: String::new(),
         }
     }
 }
@@ -137,6 +140,7 @@ impl Node {
                 d.name, d.deliver_to, d.tls
             ));
         }
+        text.push_str(&setup.extra);
         text
     }
 
@@ -377,15 +381,16 @@ pub fn self_signed_cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf)
     (cert, key)
 }
 
-/// The delivered message without the `Received:` header antemx prepends (its
-/// first line and its folded continuation lines). Panics when the message
-/// does not start with one.
-pub fn without_received(data: &[u8]) -> &[u8] {
-    assert!(
-        data.starts_with(b"Received: "),
-        "no Received header first: {:?}",
-        String::from_utf8_lossy(&data[..data.len().min(200)])
-    );
+/// The verdict headers antemx puts on top of every message it delivers, in
+/// this order.
+pub const VERDICT_HEADERS: [&str; 3] = [
+    "Authentication-Results: ",
+    "X-Spam-Status: ",
+    "X-Spam-Score: ",
+];
+
+/// Skips one header line and its folded continuation lines.
+fn skip_header(data: &[u8]) -> &[u8] {
     let mut rest = data;
     loop {
         let end = rest
@@ -397,6 +402,33 @@ pub fn without_received(data: &[u8]) -> &[u8] {
             return rest;
         }
     }
+}
+
+/// The delivered message after the verdict headers: it starts with the
+/// `Received:` header. Panics when the verdict headers are not there.
+pub fn after_verdict(data: &[u8]) -> &[u8] {
+    let mut rest = data;
+    for name in VERDICT_HEADERS {
+        assert!(
+            rest.starts_with(name.as_bytes()),
+            "no {name} header where expected: {:?}",
+            String::from_utf8_lossy(&data[..data.len().min(300)])
+        );
+        rest = skip_header(rest);
+    }
+    rest
+}
+
+/// The delivered message as the client sent it: without the verdict
+/// headers and the `Received:` header antemx prepends.
+pub fn as_sent(data: &[u8]) -> &[u8] {
+    let rest = after_verdict(data);
+    assert!(
+        rest.starts_with(b"Received: "),
+        "no Received header after the verdict: {:?}",
+        String::from_utf8_lossy(&rest[..rest.len().min(200)])
+    );
+    skip_header(rest)
 }
 
 /// `[smtp]` keys that configure STARTTLS with a fresh self-signed certificate.

@@ -1,0 +1,95 @@
+//! The filter's verdict at the end of DATA, before the final reply: so that
+//! junk is refused during the session and nothing bounces to a forged
+//! sender.
+
+use super::Receiver;
+use crate::filter::{Content, Decision, Envelope, Pipeline};
+use std::sync::Arc;
+
+/// Bytes of a message the filter reads. Larger messages are judged on this
+/// much (headers, text and the first attachments): spam is small, and the
+/// whole of a 25 MB message is never held in memory.
+pub const FILTER_BYTES: usize = 2 * 1024 * 1024;
+
+/// A verdict and what the message's headers say, for the log and the
+/// sideline.
+pub struct Judged {
+    pub decision: Decision,
+    pub from: String,
+    pub subject: String,
+    pub date: String,
+}
+
+impl Receiver {
+    /// Judges a received message (its first [`FILTER_BYTES`]) off the async
+    /// threads.
+    pub(super) async fn judge(&self, envelope: Envelope, message: Vec<u8>) -> Judged {
+        let pipeline = self.pipeline();
+        let started = std::time::Instant::now();
+        let judged = smol::unblock(move || {
+            let judge = || {
+                let content = Content::parse(&message);
+                let header = |name| {
+                    content
+                        .header_raw(name)
+                        .unwrap_or("")
+                        .trim()
+                        .chars()
+                        .take(300)
+                        .collect()
+                };
+                Judged {
+                    decision: pipeline.judge(&envelope, &content),
+                    from: header("From"),
+                    subject: header("Subject"),
+                    date: header("Date"),
+                }
+            };
+            // The parser reads what any sender wrote; should it panic, the
+            // message is judged on its envelope alone rather than lost.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(judge)).unwrap_or_else(|_| {
+                log::error!("filter: the message could not be parsed; judged on its envelope only");
+                Judged {
+                    decision: pipeline.judge(&envelope, &Content::parse(b"")),
+                    from: String::new(),
+                    subject: String::new(),
+                    date: String::new(),
+                }
+            })
+        })
+        .await;
+        crate::metrics::observe(
+            crate::metrics::FILTER_SECONDS,
+            started.elapsed().as_secs_f64(),
+        );
+        judged
+    }
+
+    /// The checks for the current config, rebuilt when a reload changed it.
+    fn pipeline(&self) -> Arc<Pipeline> {
+        let config = self.live.current();
+        let mut cached = self.pipeline.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some((built_for, pipeline)) if Arc::ptr_eq(built_for, &config) => pipeline.clone(),
+            _ => {
+                let pipeline = Arc::new(Pipeline::standard(&config, Some(self.bayes.clone())));
+                *cached = Some((config, pipeline.clone()));
+                pipeline
+            }
+        }
+    }
+}
+
+/// The one log line's rule list: `NAME=score,...`.
+pub fn rules_for_log(decision: &Decision) -> String {
+    let rules: Vec<String> = decision
+        .hits()
+        .iter()
+        .map(|h| format!("{}={:.1}", h.rule, h.score))
+        .collect();
+    if rules.is_empty() {
+        "none".into()
+    } else {
+        rules.join(",")
+    }
+}
