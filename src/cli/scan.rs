@@ -104,7 +104,9 @@ pub fn run(args: ScanArgs) -> i32 {
                 continue;
             }
         };
-        let decision = pipeline.judge(&envelope, &Content::parse(&raw));
+        let content = Content::parse(&raw);
+        let lookups = smol::block_on(crate::filter::lookups::gather(&config, &envelope, &content));
+        let decision = pipeline.judge(&envelope, &content, &lookups);
         if args.json {
             println!("{}", report_json(&file, &decision));
         } else {

@@ -10,7 +10,7 @@
 use super::scan::{message_files, open_bayes, read_message};
 use crate::config::Config;
 use crate::filter::checks::bayes::Class;
-use crate::filter::{Content, Envelope, Pipeline};
+use crate::filter::{Content, Envelope, Lookups, Pipeline};
 use argh::FromArgs;
 use serde::Serialize;
 use std::io::{BufRead, Write};
@@ -181,7 +181,8 @@ fn online(config: &Config, index: &Path) -> Result<(), String> {
         let raw = read_message(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let started = Instant::now();
         let content = Content::parse(&raw);
-        let decision = pipeline.judge(&envelope, &content);
+        // The on-line protocol measures the content: no DNS.
+        let decision = pipeline.judge(&envelope, &content, &Lookups::default());
         let filter_us = started.elapsed().as_secs_f64() * 1e6;
         bayes.learn(&content, class);
         let record = OnlineLine {

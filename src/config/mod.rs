@@ -87,6 +87,24 @@ pub struct Dns {
 pub struct Filter {
     /// `sideline_at` and `reject_at`, validated together.
     pub thresholds: crate::filter::Thresholds,
+    /// IP lists asked about the client: positive weights block (DNSBL),
+    /// negative ones vouch (DNSWL).
+    pub dnsbl: Vec<DnsList>,
+    /// Domain lists asked about the domains linked from the message.
+    pub uribl: Vec<DnsList>,
+    /// All DNS lookups of one message end by then; what has not answered
+    /// counts as not listed.
+    pub lookup_deadline: Duration,
+}
+
+/// One DNS list zone and what its answers weigh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsList {
+    pub zone: String,
+    /// Score of a listing whose return code has no weight of its own.
+    pub weight: f64,
+    /// Weights of particular return codes (all in 127.0.0.0/8).
+    pub codes: Vec<(std::net::Ipv4Addr, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -362,6 +380,54 @@ struct RawFilter {
     sideline_at: Spanned<f64>,
     #[serde(default = "default_reject_at")]
     reject_at: Spanned<f64>,
+    #[serde(default)]
+    dnsbl: Vec<Spanned<RawDnsList>>,
+    #[serde(default)]
+    uribl: Vec<Spanned<RawDnsList>>,
+    #[serde(default = "default_lookup_deadline")]
+    lookup_deadline: Span,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsList {
+    zone: String,
+    weight: f64,
+    #[serde(default)]
+    codes: BTreeMap<String, f64>,
+}
+
+fn default_lookup_deadline() -> Span {
+    Span(Duration::from_secs(4))
+}
+
+impl RawDnsList {
+    fn validate(&self) -> Result<DnsList, String> {
+        let zone = normalize_domain(&self.zone);
+        if !zone.contains('.') {
+            return Err(format!("zone {:?} is not a domain name", self.zone));
+        }
+        let weights = std::iter::once(self.weight).chain(self.codes.values().copied());
+        if weights.clone().any(|w| !w.is_finite()) {
+            return Err(format!("{zone}: weights must be numbers"));
+        }
+        let mut codes = Vec::new();
+        for (code, &weight) in &self.codes {
+            match code.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) if ip.octets()[0] == 127 => codes.push((ip, weight)),
+                _ => {
+                    return Err(format!(
+                        "{zone}: return code {code:?} is not an address in 127.0.0.0/8"
+                    ))
+                }
+            }
+        }
+        Ok(DnsList {
+            zone,
+            weight: self.weight,
+            codes,
+        })
+    }
 }
 
 impl Default for RawFilter {
@@ -369,6 +435,9 @@ impl Default for RawFilter {
         RawFilter {
             sideline_at: default_sideline_at(),
             reject_at: default_reject_at(),
+            dnsbl: Vec::new(),
+            uribl: Vec::new(),
+            lookup_deadline: default_lookup_deadline(),
         }
     }
 }
@@ -476,6 +545,18 @@ impl Config {
             };
             at(span, format!("[filter] {m}"))
         })?;
+        let dns_lists = |lists: &[Spanned<RawDnsList>], key: &str| {
+            lists
+                .iter()
+                .map(|list| {
+                    list.get_ref()
+                        .validate()
+                        .map_err(|m| at(list.span(), format!("[filter] {key}: {m}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let dnsbl = dns_lists(&raw.filter.dnsbl, "dnsbl")?;
+        let uribl = dns_lists(&raw.filter.uribl, "uribl")?;
 
         let mut domains = BTreeMap::new();
         for d in raw.domain {
@@ -539,7 +620,12 @@ impl Config {
                     .map(|s| s.0)
                     .unwrap_or(Duration::from_secs(5)),
             },
-            filter: Filter { thresholds },
+            filter: Filter {
+                thresholds,
+                dnsbl,
+                uribl,
+                lookup_deadline: raw.filter.lookup_deadline.0,
+            },
             sideline: Sideline {
                 retention: raw.sideline.retention.0,
             },

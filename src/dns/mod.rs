@@ -100,6 +100,20 @@ impl Resolver {
         }
     }
 
+    /// The IPv4 addresses of a name, as DNS lists answer: an empty list when
+    /// the name exists without A records, `NoSuchDomain` when it does not.
+    pub async fn ipv4(&self, name: &str) -> Result<Vec<std::net::Ipv4Addr>, DnsError> {
+        let answer = self.query(name, RecordType::A).await?;
+        Ok(answer
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .collect())
+    }
+
     async fn query(&self, name: &str, kind: RecordType) -> Result<Message, DnsError> {
         let fqdn = if name.ends_with('.') {
             name.to_string()

@@ -21,9 +21,11 @@
 
 pub mod checks;
 pub mod content;
+pub mod lookups;
 pub mod stamp;
 
 pub use content::Content;
+pub use lookups::Lookups;
 
 use std::net::IpAddr;
 
@@ -214,6 +216,11 @@ pub trait Check: Send + Sync {
     fn data(&self, _content: &Content) -> Vec<Hit> {
         Vec::new()
     }
+
+    /// End of DATA: what the DNS said (see [`lookups`]).
+    fn lookups(&self, _lookups: &Lookups) -> Vec<Hit> {
+        Vec::new()
+    }
 }
 
 /// A check shared with its owner, as the Bayes classifier is with whoever
@@ -233,6 +240,9 @@ impl<C: Check + ?Sized> Check for std::sync::Arc<C> {
     }
     fn data(&self, content: &Content) -> Vec<Hit> {
         (**self).data(content)
+    }
+    fn lookups(&self, lookups: &Lookups) -> Vec<Hit> {
+        (**self).lookups(lookups)
     }
 }
 
@@ -260,9 +270,9 @@ impl Pipeline {
         Pipeline::new(all, config.filter.thresholds)
     }
 
-    /// Judges a message that did not come over SMTP (a file given to `antemx
-    /// scan`), with whatever envelope is known about it.
-    pub fn judge(&self, envelope: &Envelope, content: &Content) -> Decision {
+    /// Judges a whole message at once, with whatever envelope is known about
+    /// it and what the DNS said.
+    pub fn judge(&self, envelope: &Envelope, content: &Content, lookups: &Lookups) -> Decision {
         let mut session = self.connect(envelope.client);
         if let Some(name) = &envelope.helo {
             session.helo(name);
@@ -271,7 +281,7 @@ impl Pipeline {
         for recipient in &envelope.recipients {
             transaction.rcpt(recipient);
         }
-        transaction.data(content)
+        transaction.data(content, lookups)
     }
 
     /// A new SMTP connection: runs the connect stage.
@@ -359,10 +369,11 @@ impl Transaction<'_, '_> {
         self.recipients += 1;
     }
 
-    /// End of DATA: runs the content checks and decides.
-    pub fn data(mut self, content: &Content) -> Decision {
+    /// End of DATA: runs the content and network checks and decides.
+    pub fn data(mut self, content: &Content, lookups: &Lookups) -> Decision {
         for check in &self.pipeline.checks {
             self.hits.extend(check.data(content));
+            self.hits.extend(check.lookups(lookups));
         }
         Decision::new(self.hits, self.pipeline.thresholds)
     }
@@ -447,7 +458,7 @@ mod tests {
         let mut tx = session.mail(Some("a@b.test"));
         tx.rcpt("c@d.test");
         let raw = b"Subject: x\r\n\r\nbody\r\n";
-        tx.data(&Content::parse(raw))
+        tx.data(&Content::parse(raw), &Lookups::default())
     }
 
     #[test]
@@ -521,8 +532,9 @@ mod tests {
         first.rcpt("a@b");
         first.rcpt("c@b");
         let content = Content::parse(b"\r\n");
-        assert_eq!(first.data(&content).score(), 5.0);
+        let none = Lookups::default();
+        assert_eq!(first.data(&content, &none).score(), 5.0);
         let second = session.mail(None);
-        assert_eq!(second.data(&content).score(), 1.0);
+        assert_eq!(second.data(&content, &none).score(), 1.0);
     }
 }

@@ -3,7 +3,9 @@
 //! sender.
 
 use super::Receiver;
-use crate::filter::{Content, Decision, Envelope, Pipeline};
+use crate::config::Config;
+use crate::filter::lookups::gather;
+use crate::filter::{Content, Decision, Envelope, Lookups, Pipeline};
 use std::sync::Arc;
 
 /// Bytes of a message the filter reads. Larger messages are judged on this
@@ -24,11 +26,14 @@ impl Receiver {
     /// Judges a received message (its first [`FILTER_BYTES`]) off the async
     /// threads.
     pub(super) async fn judge(&self, envelope: Envelope, message: Vec<u8>) -> Judged {
-        let pipeline = self.pipeline();
+        let (config, pipeline) = self.pipeline();
         let started = std::time::Instant::now();
+        // One blocking thread per message parses it once and waits for its
+        // DNS answers (bounded by the lookup deadline) before judging.
         let judged = smol::unblock(move || {
             let judge = || {
                 let content = Content::parse(&message);
+                let lookups = smol::block_on(gather(&config, &envelope, &content));
                 let header = |name| {
                     content
                         .header_raw(name)
@@ -39,7 +44,7 @@ impl Receiver {
                         .collect()
                 };
                 Judged {
-                    decision: pipeline.judge(&envelope, &content),
+                    decision: pipeline.judge(&envelope, &content, &lookups),
                     from: header("From"),
                     subject: header("Subject"),
                     date: header("Date"),
@@ -50,7 +55,7 @@ impl Receiver {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(judge)).unwrap_or_else(|_| {
                 log::error!("filter: the message could not be parsed; judged on its envelope only");
                 Judged {
-                    decision: pipeline.judge(&envelope, &Content::parse(b"")),
+                    decision: pipeline.judge(&envelope, &Content::parse(b""), &Lookups::default()),
                     from: String::new(),
                     subject: String::new(),
                     date: String::new(),
@@ -65,16 +70,18 @@ impl Receiver {
         judged
     }
 
-    /// The checks for the current config, rebuilt when a reload changed it.
-    fn pipeline(&self) -> Arc<Pipeline> {
+    /// The current config and its checks, rebuilt when a reload changed it.
+    fn pipeline(&self) -> (Arc<Config>, Arc<Pipeline>) {
         let config = self.live.current();
         let mut cached = self.pipeline.lock().unwrap_or_else(|p| p.into_inner());
         match &*cached {
-            Some((built_for, pipeline)) if Arc::ptr_eq(built_for, &config) => pipeline.clone(),
+            Some((built_for, pipeline)) if Arc::ptr_eq(built_for, &config) => {
+                (config, pipeline.clone())
+            }
             _ => {
                 let pipeline = Arc::new(Pipeline::standard(&config, Some(self.bayes.clone())));
-                *cached = Some((config, pipeline.clone()));
-                pipeline
+                *cached = Some((config.clone(), pipeline.clone()));
+                (config, pipeline)
             }
         }
     }

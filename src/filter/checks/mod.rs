@@ -3,6 +3,7 @@
 //! also trained, not only asked.
 
 pub mod bayes;
+pub mod dnsbl;
 pub mod gtube;
 pub mod helo;
 pub mod html_only;
@@ -10,6 +11,7 @@ pub mod link_mismatch;
 pub mod missing_headers;
 pub mod multi_rcpt_bounce;
 pub mod own_sender;
+pub mod uribl;
 
 use super::Check;
 use crate::config::Config;
@@ -30,5 +32,7 @@ pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
         Box::new(missing_headers::MissingHeaders),
         Box::new(html_only::HtmlOnly),
         Box::new(link_mismatch::LinkMismatch),
+        Box::new(dnsbl::Dnsbl),
+        Box::new(uribl::Uribl),
     ]
 }
