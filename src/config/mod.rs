@@ -6,6 +6,7 @@ mod units;
 
 pub use units::{parse_duration, Size, Span};
 
+use crate::filter::checks::sender_lists::SenderPattern;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -95,6 +96,14 @@ pub struct Filter {
     /// All DNS lookups of one message end by then; what has not answered
     /// counts as not listed.
     pub lookup_deadline: Duration,
+    /// Envelope senders always accepted / refused, for every domain.
+    pub allow: Vec<SenderPattern>,
+    pub block: Vec<SenderPattern>,
+    /// The least a message with a blocked attachment gets; `None`: the check
+    /// is off.
+    pub attachments: Option<crate::filter::Verdict>,
+    /// File name extensions blocked in attachments, lower case, no dot.
+    pub blocked_extensions: Vec<String>,
 }
 
 /// One DNS list zone and what its answers weigh.
@@ -111,6 +120,11 @@ pub struct DnsList {
 pub struct Domain {
     pub deliver_to: HostPort,
     pub tls: DownstreamTls,
+    /// `sideline_at` / `reject_at` of this domain, when it has its own.
+    pub thresholds: Option<crate::filter::Thresholds>,
+    /// Envelope senders always accepted / refused for this domain.
+    pub allow: Vec<SenderPattern>,
+    pub block: Vec<SenderPattern>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -386,6 +400,22 @@ struct RawFilter {
     uribl: Vec<Spanned<RawDnsList>>,
     #[serde(default = "default_lookup_deadline")]
     lookup_deadline: Span,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    block: Vec<Spanned<String>>,
+    #[serde(default)]
+    attachments: AttachmentAction,
+    blocked_extensions: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum AttachmentAction {
+    #[default]
+    Sideline,
+    Reject,
+    Off,
 }
 
 #[derive(Deserialize)]
@@ -438,6 +468,10 @@ impl Default for RawFilter {
             dnsbl: Vec::new(),
             uribl: Vec::new(),
             lookup_deadline: default_lookup_deadline(),
+            allow: Vec::new(),
+            block: Vec::new(),
+            attachments: AttachmentAction::default(),
+            blocked_extensions: None,
         }
     }
 }
@@ -456,6 +490,12 @@ struct RawDomain {
     deliver_to: Spanned<String>,
     #[serde(default)]
     tls: DownstreamTls,
+    sideline_at: Option<Spanned<f64>>,
+    reject_at: Option<Spanned<f64>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    block: Vec<Spanned<String>>,
 }
 
 impl Config {
@@ -555,6 +595,14 @@ impl Config {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let senders = |list: &[Spanned<String>], key: &str| {
+            list.iter()
+                .map(|entry| {
+                    SenderPattern::parse(entry.get_ref())
+                        .map_err(|m| at(entry.span(), format!("{key}: {m}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
         let dnsbl = dns_lists(&raw.filter.dnsbl, "dnsbl")?;
         let uribl = dns_lists(&raw.filter.uribl, "uribl")?;
 
@@ -575,11 +623,35 @@ impl Config {
                     format!("domain {name} is configured twice"),
                 ));
             }
+            let thresholds = match (&d.sideline_at, &d.reject_at) {
+                (None, None) => None,
+                (sideline_at, reject_at) => {
+                    let global = thresholds;
+                    let value = |v: &Option<Spanned<f64>>, default: f64| {
+                        v.as_ref().map_or(default, |v| *v.get_ref())
+                    };
+                    let span = reject_at
+                        .as_ref()
+                        .or(sideline_at.as_ref())
+                        .map_or(0..0, |v| v.span());
+                    Some(
+                        crate::filter::Thresholds::new(
+                            value(sideline_at, global.sideline_at()),
+                            value(reject_at, global.reject_at()),
+                        )
+                        .map_err(|m| at(span, format!("[[domain]] {name}: {m}")))?,
+                    )
+                }
+            };
+            let key = format!("[[domain]] {name}");
             domains.insert(
                 name,
                 Domain {
                     deliver_to,
                     tls: d.tls,
+                    thresholds,
+                    allow: senders(&d.allow, &format!("{key} allow"))?,
+                    block: senders(&d.block, &format!("{key} block"))?,
                 },
             );
         }
@@ -625,6 +697,26 @@ impl Config {
                 dnsbl,
                 uribl,
                 lookup_deadline: raw.filter.lookup_deadline.0,
+                allow: senders(&raw.filter.allow, "[filter] allow")?,
+                block: senders(&raw.filter.block, "[filter] block")?,
+                attachments: match raw.filter.attachments {
+                    AttachmentAction::Sideline => Some(crate::filter::Verdict::Sideline),
+                    AttachmentAction::Reject => Some(crate::filter::Verdict::Reject),
+                    AttachmentAction::Off => None,
+                },
+                blocked_extensions: raw.filter.blocked_extensions.map_or_else(
+                    || {
+                        crate::filter::checks::attachments::DEFAULT_BLOCKED
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect()
+                    },
+                    |list| {
+                        list.iter()
+                            .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+                            .collect()
+                    },
+                ),
             },
             sideline: Sideline {
                 retention: raw.sideline.retention.0,

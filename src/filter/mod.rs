@@ -39,6 +39,19 @@ pub struct Hit {
     pub score: f64,
     /// One line saying what was seen, for the customer and the operator.
     pub reason: String,
+    /// A verdict the rule imposes whatever the sum says.
+    pub force: Option<Force>,
+}
+
+/// What an operator's list or policy imposes on the verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Force {
+    /// An allow list: accept whatever the score, unless a rule forces
+    /// [`Force::AtLeast`] (a test string or a blocked attachment is never
+    /// let through because of who sent it).
+    Allow,
+    /// At least this verdict, whatever the score.
+    AtLeast(Verdict),
 }
 
 impl Hit {
@@ -47,12 +60,20 @@ impl Hit {
             rule,
             score,
             reason: reason.into(),
+            force: None,
+        }
+    }
+
+    pub fn forcing(force: Force, rule: &'static str, score: f64, reason: impl Into<String>) -> Hit {
+        Hit {
+            force: Some(force),
+            ..Hit::new(rule, score, reason)
         }
     }
 }
 
-/// What happens to a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What happens to a message, from mildest to strictest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     /// Below `sideline_at`: into the delivery queue.
     Accept,
@@ -131,6 +152,14 @@ impl Thresholds {
 
     pub fn reject_at(&self) -> f64 {
         self.reject_at
+    }
+
+    /// The stricter of two: each line at the lower of the two.
+    pub fn strictest(self, other: Thresholds) -> Thresholds {
+        Thresholds {
+            sideline_at: self.sideline_at.min(other.sideline_at),
+            reject_at: self.reject_at.min(other.reject_at),
+        }
     }
 
     pub fn verdict(&self, score: f64) -> Verdict {
@@ -250,11 +279,26 @@ impl<C: Check + ?Sized> Check for std::sync::Arc<C> {
 pub struct Pipeline {
     checks: Vec<Box<dyn Check>>,
     thresholds: Thresholds,
+    /// Customer domains with thresholds of their own, by lower-case name.
+    domain_thresholds: std::collections::BTreeMap<String, Thresholds>,
 }
 
 impl Pipeline {
     pub fn new(checks: Vec<Box<dyn Check>>, thresholds: Thresholds) -> Pipeline {
-        Pipeline { checks, thresholds }
+        Pipeline {
+            checks,
+            thresholds,
+            domain_thresholds: Default::default(),
+        }
+    }
+
+    /// The thresholds that apply to one recipient.
+    fn thresholds_for(&self, recipient: &str) -> Thresholds {
+        let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+        self.domain_thresholds
+            .get(&crate::config::normalize_domain(domain))
+            .copied()
+            .unwrap_or(self.thresholds)
     }
 
     /// The node's checks, judged by the config's thresholds, and the
@@ -267,7 +311,14 @@ impl Pipeline {
         if let Some(bayes) = bayes {
             all.push(Box::new(bayes));
         }
-        Pipeline::new(all, config.filter.thresholds)
+        Pipeline {
+            domain_thresholds: config
+                .domains
+                .iter()
+                .filter_map(|(name, d)| Some((name.clone(), d.thresholds?)))
+                .collect(),
+            ..Pipeline::new(all, config.filter.thresholds)
+        }
     }
 
     /// Judges a whole message at once, with whatever envelope is known about
@@ -341,6 +392,7 @@ impl<'p> Session<'p> {
             sender,
             recipients: 0,
             hits,
+            thresholds: None,
         }
     }
 }
@@ -353,6 +405,9 @@ pub struct Transaction<'p, 'm> {
     sender: Option<&'m str>,
     recipients: usize,
     hits: Vec<Hit>,
+    /// The strictest thresholds of the recipients so far: one message is
+    /// one verdict, and no recipient gets less protection than it asked for.
+    thresholds: Option<Thresholds>,
 }
 
 impl Transaction<'_, '_> {
@@ -367,6 +422,8 @@ impl Transaction<'_, '_> {
             self.hits.extend(check.rcpt(&rcpt));
         }
         self.recipients += 1;
+        let mine = self.pipeline.thresholds_for(recipient);
+        self.thresholds = Some(self.thresholds.map_or(mine, |t| t.strictest(mine)));
     }
 
     /// End of DATA: runs the content and network checks and decides.
@@ -375,7 +432,8 @@ impl Transaction<'_, '_> {
             self.hits.extend(check.data(content));
             self.hits.extend(check.lookups(lookups));
         }
-        Decision::new(self.hits, self.pipeline.thresholds)
+        let thresholds = self.thresholds.unwrap_or(self.pipeline.thresholds);
+        Decision::new(self.hits, thresholds)
     }
 }
 
@@ -387,6 +445,7 @@ pub struct Decision {
     hits: Vec<Hit>,
     score: f64,
     verdict: Verdict,
+    thresholds: Thresholds,
 }
 
 impl Decision {
@@ -394,11 +453,26 @@ impl Decision {
         // Adding 0.0 turns the -0.0 that an empty f64 sum gives into 0.0,
         // which customers would otherwise read in the headers.
         let score = hits.iter().map(|h| h.score).sum::<f64>() + 0.0;
+        let mut verdict = thresholds.verdict(score);
+        if hits.iter().any(|h| h.force == Some(Force::Allow)) {
+            verdict = Verdict::Accept;
+        }
+        for hit in &hits {
+            if let Some(Force::AtLeast(floor)) = hit.force {
+                verdict = verdict.max(floor);
+            }
+        }
         Decision {
-            verdict: thresholds.verdict(score),
+            verdict,
             hits,
             score,
+            thresholds,
         }
+    }
+
+    /// The thresholds the message was judged by (its recipients' domains').
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds
     }
 
     pub fn hits(&self) -> &[Hit] {

@@ -495,7 +495,7 @@ impl<'a> Session<'a> {
         let headers = crate::filter::stamp::headers(
             &self.config.node.hostname,
             decision,
-            self.config.filter.thresholds.sideline_at(),
+            decision.thresholds().sideline_at(),
         );
         let stored = smol::unblock(move || spool.commit()).await;
         let kept = match (stored, verdict) {

@@ -2,7 +2,7 @@
 //! every spam filter treats as certain spam, so that operators and customers
 //! can test the spam path end to end with a harmless message.
 
-use crate::filter::{Check, Content, Hit};
+use crate::filter::{Check, Content, Force, Hit, Verdict};
 
 /// The string, as SpamAssassin defines it.
 const GTUBE: &[u8] = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
@@ -21,7 +21,10 @@ impl Check for Gtube {
         let found = memchr::memmem::find(content.text().as_bytes(), GTUBE).is_some()
             || memchr::memmem::find(content.raw(), GTUBE).is_some();
         if found {
-            vec![Hit::new(
+            // Forced as well: an allow list or a huge negative weight must
+            // not let the test of the spam path pass.
+            vec![Hit::forcing(
+                Force::AtLeast(Verdict::Reject),
                 "GTUBE",
                 SCORE,
                 "the GTUBE test string (a test of the spam path)",

@@ -2,6 +2,7 @@
 //! classifier is added beside them because it needs the node's store and is
 //! also trained, not only asked.
 
+pub mod attachments;
 pub mod bayes;
 pub mod dnsbl;
 pub mod gtube;
@@ -11,6 +12,7 @@ pub mod link_mismatch;
 pub mod missing_headers;
 pub mod multi_rcpt_bounce;
 pub mod own_sender;
+pub mod sender_lists;
 pub mod uribl;
 
 use super::Check;
@@ -18,7 +20,7 @@ use crate::config::Config;
 
 /// The checks that need nothing but the config and the session's evidence.
 pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
-    vec![
+    let mut checks: Vec<Box<dyn Check>> = vec![
         Box::new(helo::HeloCheck::new(
             &config.node.hostname,
             config.domains.keys().cloned(),
@@ -32,7 +34,15 @@ pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
         Box::new(missing_headers::MissingHeaders),
         Box::new(html_only::HtmlOnly),
         Box::new(link_mismatch::LinkMismatch),
+        Box::new(sender_lists::SenderLists::new(config)),
         Box::new(dnsbl::Dnsbl),
         Box::new(uribl::Uribl),
-    ]
+    ];
+    if let Some(verdict) = config.filter.attachments {
+        checks.push(Box::new(attachments::Attachments::new(
+            &config.filter.blocked_extensions,
+            verdict,
+        )));
+    }
+    checks
 }

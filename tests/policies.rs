@@ -1,0 +1,183 @@
+//! Operator policies on the verdict, end to end against the running binary:
+//! allow and block lists (global and per domain), thresholds per domain,
+//! and blocked attachments.
+
+mod common;
+
+use common::{queue_id, DomainRoute, Node, Setup, Sink};
+use std::time::Duration;
+
+/// Missing From, Date and Message-ID: 2.5 points.
+const SUSPECT: &str = "Subject: you won\r\n\r\nClaim your prize.\r\n";
+const GTUBE: &str =
+    "Subject: test\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n";
+/// A PDF name over a Windows program (base64 of "MZ\x90\0...").
+const EXE_AS_PDF: &str = "From: a@sender.test\r\nTo: bob@example.com\r\nSubject: invoice\r\nDate: Fri, 04 Dec 2026 12:00:00 +0000\r\nMessage-ID: <inv@sender.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--XX\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--XX--\r\n";
+
+/// example.com (global thresholds 2.0 / 50.0) and example.net with its own
+/// settings, both routed to the sink.
+fn node(sink: &Sink, filter: &str, example_net: &str) -> Node {
+    let mut setup = Setup::routed_to(sink.address);
+    setup.domains.push(DomainRoute {
+        name: "example.net".into(),
+        deliver_to: sink.address,
+        tls: "none",
+    });
+    // The [[domain]] tables come last in the generated file: the extra
+    // keys of example.net follow its table directly.
+    setup.extra = format!("{example_net}\n[filter]\nsideline_at = 2.0\nreject_at = 50.0\n{filter}");
+    Node::start(setup)
+}
+
+fn send(node: &Node, from: &str, to: &[&str], message: &str) -> (u16, String) {
+    let mut client = node.client();
+    client.cmd("EHLO client.sender.test");
+    client.send_message(from, to, message)
+}
+
+fn sidelined(node: &Node) -> Vec<serde_json::Value> {
+    let out = node.cli(&["sideline", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn an_allowed_sender_is_accepted_whatever_the_score_but_not_gtube() {
+    let sink = Sink::start();
+    let node = node(&sink, "allow = [\"partner.test\", \"ceo@boss.test\"]\n", "");
+    queue_id(&send(
+        &node,
+        "news@mail.partner.test",
+        &["bob@example.com"],
+        SUSPECT,
+    ));
+    queue_id(&send(&node, "CEO@Boss.test", &["bob@example.com"], SUSPECT));
+    let delivered = sink.wait_messages(2, Duration::from_secs(20));
+    assert_eq!(delivered.len(), 2);
+    for message in &delivered {
+        let text = message.text();
+        assert!(
+            text.contains("X-Spam-Status: Yes, score=2.5 required=2.0 tests=ALLOWLISTED,"),
+            "{text}"
+        );
+    }
+    // Not on the list: sidelined.
+    queue_id(&send(
+        &node,
+        "intern@boss.test",
+        &["bob@example.com"],
+        SUSPECT,
+    ));
+    assert_eq!(sidelined(&node).len(), 1);
+    // The test string is refused whoever sends it.
+    let (code, text) = send(&node, "ceo@boss.test", &["bob@example.com"], GTUBE);
+    assert_eq!(code, 550, "{text}");
+}
+
+#[test]
+fn a_domain_block_list_refuses_for_that_domain_only() {
+    let sink = Sink::start();
+    let node = node(&sink, "", "block = [\"@spam.test\"]\n");
+    let clean = "From: x@spam.test\r\nSubject: hi\r\nDate: Fri, 04 Dec 2026 12:00:00 +0000\r\nMessage-ID: <b@spam.test>\r\n\r\nhi\r\n";
+    let (code, text) = send(&node, "x@spam.test", &["eve@example.net"], clean);
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("BLOCKLISTED"), "{text}");
+    queue_id(&send(&node, "x@spam.test", &["bob@example.com"], clean));
+    assert_eq!(sink.wait_messages(1, Duration::from_secs(20)).len(), 1);
+    assert!(node.log().contains("rules=BLOCKLISTED=0.0"));
+}
+
+#[test]
+fn each_domain_judges_by_its_own_thresholds_and_mixed_messages_by_the_strictest() {
+    let sink = Sink::start();
+    let node = node(&sink, "", "sideline_at = 10.0\nreject_at = 20.0\n");
+    queue_id(&send(&node, "a@sender.test", &["eve@example.net"], SUSPECT));
+    let delivered = sink.wait_messages(1, Duration::from_secs(20));
+    assert!(delivered[0]
+        .text()
+        .contains("X-Spam-Status: No, score=2.5 required=10.0"));
+    let id = queue_id(&send(
+        &node,
+        "a@sender.test",
+        &["bob@example.com", "eve@example.net"],
+        SUSPECT,
+    ));
+    let entries = sidelined(&node);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["id"], id.as_str());
+}
+
+#[test]
+fn blocked_attachments_are_sidelined_or_refused() {
+    let sink = Sink::start();
+    let node_sideline = node(&sink, "", "");
+    queue_id(&send(
+        &node_sideline,
+        "a@sender.test",
+        &["bob@example.com"],
+        EXE_AS_PDF,
+    ));
+    let entries = sidelined(&node_sideline);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["rules"][0]["name"], "ATTACH_EXECUTABLE");
+    assert_eq!(
+        entries[0]["rules"][0]["reason"],
+        "invoice.pdf is a Windows executable"
+    );
+
+    let node_reject = node(&sink, "attachments = \"reject\"\n", "");
+    let (code, text) = send(
+        &node_reject,
+        "a@sender.test",
+        &["bob@example.com"],
+        EXE_AS_PDF,
+    );
+    assert_eq!(code, 550, "{text}");
+
+    let node_off = node(&sink, "attachments = \"off\"\n", "");
+    queue_id(&send(
+        &node_off,
+        "a@sender.test",
+        &["bob@example.com"],
+        EXE_AS_PDF,
+    ));
+    assert_eq!(sink.wait_messages(1, Duration::from_secs(20)).len(), 1);
+}
+
+#[test]
+fn bad_policies_name_their_line() {
+    let dir = common::temp_dir("policies");
+    let config = dir.join("antemx.toml");
+    let check = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_antemx"))
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let head = "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n";
+    let err = check(&format!(
+        "{head}[filter]\nallow = [\n  \"ok.test\",\n  \"a@b@c\",\n]\n"
+    ));
+    assert!(
+        err.contains("antemx.toml:7: [filter] allow: \"a@b@c\" is not an address or a domain"),
+        "{err}"
+    );
+    let err = check(&format!("{head}[[domain]]\nname = \"example.com\"\ndeliver_to = \"127.0.0.1:25\"\nreject_at = 1.0\n"));
+    assert!(
+        err.contains(
+            "antemx.toml:7: [[domain]] example.com: reject_at = 1 is below sideline_at = 5"
+        ),
+        "{err}"
+    );
+    let err = check(&format!("{head}[filter]\nattachments = \"quarantine\"\n"));
+    assert!(err.contains("antemx.toml:5:"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
