@@ -21,7 +21,10 @@ const CLIENT: &str = "1.0.0.127";
 fn node(sink: &Sink, dns: &DnsServer, filter: &str) -> Node {
     let mut setup = Setup::routed_to(sink.address);
     setup.dns = Some(dns.address);
-    setup.extra = format!("\n[filter]\nsideline_at = 3.0\nreject_at = 8.0\n{filter}");
+    // The test client is on loopback, which is trusted by default: trust
+    // nothing here; reverse DNS has tests of its own.
+    setup.extra =
+        format!("\n[filter]\nsideline_at = 3.0\nreject_at = 8.0\ntrusted_networks = []\n{filter}");
     Node::start(setup)
 }
 
@@ -52,7 +55,7 @@ fn a_listed_client_scores_the_zone_weight_or_its_code_weight() {
     let node = node(
         &sink,
         &dns,
-        "dnsbl = [\n  { zone = \"bl.test\", weight = 3.5 },\n  { zone = \"strict.test\", weight = 1.0, codes = { \"127.0.0.4\" = 6.0 } },\n  { zone = \"clean.test\", weight = 9.0 },\n]\n",
+        "reverse_dns = false\ndnsbl = [\n  { zone = \"bl.test\", weight = 3.5 },\n  { zone = \"strict.test\", weight = 1.0, codes = { \"127.0.0.4\" = 6.0 } },\n  { zone = \"clean.test\", weight = 9.0 },\n]\n",
     );
     // 3.5 + 6.0 = 9.5: refused.
     let (code, text) = send(&node, "hi");
@@ -76,7 +79,7 @@ fn refused_resolver_answers_do_not_count() {
     let node = node(
         &sink,
         &dns,
-        "dnsbl = [{ zone = \"bl.test\", weight = 9.0 }, { zone = \"odd.test\", weight = 9.0 }]\n",
+        "reverse_dns = false\ndnsbl = [{ zone = \"bl.test\", weight = 9.0 }, { zone = \"odd.test\", weight = 9.0 }]\n",
     );
     queue_id(&send(&node, "hi"));
     let delivered = sink.wait_messages(1, Duration::from_secs(20));
@@ -97,7 +100,7 @@ fn an_allowlist_lowers_the_score() {
     let node = node(
         &sink,
         &dns,
-        "dnsbl = [{ zone = \"bl.test\", weight = 4.0 }, { zone = \"wl.test\", weight = -2.0 }]\n",
+        "reverse_dns = false\ndnsbl = [{ zone = \"bl.test\", weight = 4.0 }, { zone = \"wl.test\", weight = -2.0 }]\n",
     );
     queue_id(&send(&node, "hi"));
     let delivered = sink.wait_messages(1, Duration::from_secs(20));
@@ -117,7 +120,7 @@ fn linked_domains_are_asked_of_uribl_zones() {
     let node = node(
         &sink,
         &dns,
-        "uribl = [{ zone = \"uribl.test\", weight = 4.0 }]\n",
+        "reverse_dns = false\nuribl = [{ zone = \"uribl.test\", weight = 4.0 }]\n",
     );
     let id = queue_id(&send(
         &node,
@@ -144,7 +147,7 @@ fn a_list_that_never_answers_costs_the_deadline_and_nothing_else() {
     let mut setup = Setup::routed_to(sink.address);
     setup.dns = Some(silent.local_addr().unwrap());
     setup.extra =
-        "\n[filter]\nlookup_deadline = \"1s\"\ndnsbl = [{ zone = \"bl.test\", weight = 9.0 }]\n"
+        "\n[filter]\nlookup_deadline = \"1s\"\ntrusted_networks = []\ndnsbl = [{ zone = \"bl.test\", weight = 9.0 }]\n"
             .into();
     let node = Node::start(setup);
     let started = std::time::Instant::now();
@@ -156,6 +159,12 @@ fn a_list_that_never_answers_costs_the_deadline_and_nothing_else() {
     let log = node.log();
     assert!(
         log.contains("bl.test: past the lookup deadline; bl.test counts as not listed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "reverse DNS of 127.0.0.1: DNS lookup failed: past the lookup deadline; not judged"
+        ),
         "{log}"
     );
 }
@@ -178,4 +187,55 @@ fn bad_list_config_names_its_line() {
     assert!(!out.status.success());
     assert!(err.contains("antemx.toml:7: [filter] dnsbl: bl.test: return code \"10.0.0.2\" is not an address in 127.0.0.0/8"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn reverse_dns_must_exist_and_resolve_back() {
+    let (sink, dns) = (Sink::start(), DnsServer::start());
+    let arpa = format!("{CLIENT}.in-addr.arpa");
+    // No PTR at all.
+    let node_none = node(&sink, &dns, "");
+    queue_id(&send(&node_none, "hi"));
+    let text = sink.wait_messages(1, Duration::from_secs(20))[0].text();
+    assert!(
+        text.contains("X-Spam-Status: No, score=1.5 required=3.0 tests=RDNS_NONE"),
+        "{text}"
+    );
+    drop(node_none);
+
+    // A PTR whose name points elsewhere.
+    dns.add_ptr(&arpa, "dyn-1-2-3-4.isp.test");
+    dns.add_a("dyn-1-2-3-4.isp.test", Ipv4Addr::new(192, 0, 2, 1));
+    let node_unconfirmed = node(&sink, &dns, "");
+    let id = queue_id(&send(&node_unconfirmed, "hi"));
+    let messages = sink.wait_messages(2, Duration::from_secs(20));
+    let text = messages[1].text();
+    assert!(text.contains(&id), "{text}");
+    assert!(text.contains("tests=RDNS_NOT_CONFIRMED"), "{text}");
+    drop(node_unconfirmed);
+
+    // Forward-confirmed: nothing fires.
+    dns.add_ptr(&arpa, "mx.sender.test");
+    dns.add_a("mx.sender.test", Ipv4Addr::new(127, 0, 0, 1));
+    let node_confirmed = node(&sink, &dns, "");
+    queue_id(&send(&node_confirmed, "hi"));
+    let messages = sink.wait_messages(3, Duration::from_secs(20));
+    let text = messages[2].text();
+    assert!(
+        text.contains("X-Spam-Status: No, score=0.0 required=3.0 tests=none"),
+        "{text}"
+    );
+}
+
+#[test]
+fn trusted_clients_are_not_asked_about() {
+    let (sink, dns) = (Sink::start(), DnsServer::start());
+    dns.add_a(&format!("{CLIENT}.bl.test"), Ipv4Addr::new(127, 0, 0, 2));
+    let mut setup = Setup::routed_to(sink.address);
+    setup.dns = Some(dns.address);
+    setup.extra = "\n[filter]\ndnsbl = [{ zone = \"bl.test\", weight = 9.0 }]\n".into();
+    let node = Node::start(setup);
+    queue_id(&send(&node, "hi"));
+    let text = sink.wait_messages(1, Duration::from_secs(20))[0].text();
+    assert!(text.contains("score=0.0"), "{text}");
 }

@@ -2,11 +2,13 @@
 //! and bad values are errors that name the line, so a typo never silently
 //! changes how mail flows.
 
+mod network;
 mod units;
 
 pub use units::{parse_duration, Size, Span};
 
 use crate::filter::checks::sender_lists::SenderPattern;
+pub use network::Network;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -104,6 +106,11 @@ pub struct Filter {
     pub attachments: Option<crate::filter::Verdict>,
     /// File name extensions blocked in attachments, lower case, no dot.
     pub blocked_extensions: Vec<String>,
+    /// Clients here are not judged by their address (DNS lists, reverse
+    /// DNS): local relays and monitoring.
+    pub trusted_networks: Vec<Network>,
+    /// Whether clients without (forward-confirmed) reverse DNS score.
+    pub reverse_dns: bool,
 }
 
 /// One DNS list zone and what its answers weigh.
@@ -407,6 +414,21 @@ struct RawFilter {
     #[serde(default)]
     attachments: AttachmentAction,
     blocked_extensions: Option<Vec<String>>,
+    #[serde(default = "default_trusted_networks")]
+    trusted_networks: Vec<Spanned<String>>,
+    #[serde(default = "default_true")]
+    reverse_dns: bool,
+}
+
+fn default_trusted_networks() -> Vec<Spanned<String>> {
+    ["127.0.0.0/8", "::1"]
+        .iter()
+        .map(|n| Spanned::new(0..0, n.to_string()))
+        .collect()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -472,6 +494,8 @@ impl Default for RawFilter {
             block: Vec::new(),
             attachments: AttachmentAction::default(),
             blocked_extensions: None,
+            trusted_networks: default_trusted_networks(),
+            reverse_dns: true,
         }
     }
 }
@@ -704,6 +728,16 @@ impl Config {
                     AttachmentAction::Reject => Some(crate::filter::Verdict::Reject),
                     AttachmentAction::Off => None,
                 },
+                trusted_networks: raw
+                    .filter
+                    .trusted_networks
+                    .iter()
+                    .map(|n| {
+                        Network::parse(n.get_ref())
+                            .map_err(|m| at(n.span(), format!("[filter] trusted_networks: {m}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                reverse_dns: raw.filter.reverse_dns,
                 blocked_extensions: raw.filter.blocked_extensions.map_or_else(
                     || {
                         crate::filter::checks::attachments::DEFAULT_BLOCKED

@@ -114,6 +114,26 @@ impl Resolver {
             .collect())
     }
 
+    /// The names an address's reverse zone gives it (PTR).
+    pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let zone = match ip {
+            IpAddr::V4(_) => "in-addr.arpa",
+            IpAddr::V6(_) => "ip6.arpa",
+        };
+        let answer = self
+            .query(&format!("{}.{zone}", reversed(ip)), RecordType::PTR)
+            .await?;
+        Ok(answer
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::PTR(name) => Some(name_text(&name.0)),
+                _ => None,
+            })
+            .filter(|name| !name.is_empty())
+            .collect())
+    }
+
     async fn query(&self, name: &str, kind: RecordType) -> Result<Message, DnsError> {
         let fqdn = if name.ends_with('.') {
             name.to_string()
@@ -155,6 +175,22 @@ impl Resolver {
             }
         }
         Err(last)
+    }
+}
+
+/// An address as reverse zones and DNS lists spell it: IPv4 octets
+/// reversed, IPv6 nibbles reversed, dot-separated.
+pub fn reversed(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}")
+        }
+        IpAddr::V6(v6) => {
+            let hex: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
+            let nibbles: Vec<String> = hex.chars().rev().map(String::from).collect();
+            nibbles.join(".")
+        }
     }
 }
 
@@ -217,5 +253,19 @@ fn system_servers() -> Vec<SocketAddr> {
         vec![SocketAddr::from(([127, 0, 0, 1], 53))]
     } else {
         servers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_reversed_as_reverse_zones_spell_them() {
+        assert_eq!(reversed("192.0.2.99".parse().unwrap()), "99.2.0.192");
+        assert_eq!(
+            reversed("2001:db8::1".parse().unwrap()),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! the checks judge. A lookup that fails or is late is logged and is simply
 //! absent: its check contributes nothing and mail keeps flowing.
 
+use super::checks::reverse_dns::{self, ReverseDns};
 use super::checks::{dnsbl, uribl};
 use super::{Content, Envelope};
 use crate::config::{Config, DnsList};
@@ -18,6 +19,9 @@ pub struct Lookups {
     pub client_listings: Vec<Listing>,
     /// URI blocklist zones that list a domain the message links to.
     pub link_listings: Vec<Listing>,
+    /// The client and what its reverse DNS says, when it was asked and
+    /// answered.
+    pub reverse_dns: Option<(std::net::IpAddr, ReverseDns)>,
 }
 
 /// One zone listing one thing.
@@ -30,22 +34,40 @@ pub struct Listing {
     pub weight: f64,
 }
 
-/// Asks every configured list about the message, concurrently.
+/// Asks every configured list about the message, and the client's reverse
+/// DNS, concurrently. Clients in `[filter] trusted_networks` are not asked
+/// about.
 pub async fn gather(config: &Config, envelope: &Envelope, content: &Content<'_>) -> Lookups {
     let filter = &config.filter;
-    if filter.dnsbl.is_empty() && filter.uribl.is_empty() {
+    let client = envelope
+        .client
+        .filter(|ip| !filter.trusted_networks.iter().any(|n| n.contains(*ip)));
+    let asks_client = client.is_some() && (filter.reverse_dns || !filter.dnsbl.is_empty());
+    if !asks_client && filter.uribl.is_empty() {
         return Lookups::default();
     }
     let resolver = Resolver::new(&config.dns.servers, config.dns.timeout);
     let deadline = Instant::now() + filter.lookup_deadline;
-    let (client_listings, link_listings) = smol::future::zip(
-        dnsbl::lookup(&resolver, &filter.dnsbl, envelope.client, deadline),
-        uribl::lookup(&resolver, &filter.uribl, content, deadline),
+    let reverse = async {
+        match client {
+            Some(ip) if filter.reverse_dns => reverse_dns::lookup(&resolver, ip, deadline)
+                .await
+                .map(|answer| (ip, answer)),
+            _ => None,
+        }
+    };
+    let ((client_listings, link_listings), reverse_dns) = smol::future::zip(
+        smol::future::zip(
+            dnsbl::lookup(&resolver, &filter.dnsbl, client, deadline),
+            uribl::lookup(&resolver, &filter.uribl, content, deadline),
+        ),
+        reverse,
     )
     .await;
     Lookups {
         client_listings,
         link_listings,
+        reverse_dns,
     }
 }
 

@@ -2,7 +2,7 @@
 //! lookups in tests.
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, MX};
+use hickory_proto::rr::rdata::{A, MX, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -84,5 +84,16 @@ impl DnsServer {
             .entry((key(host), RecordType::A))
             .or_default()
             .push(RData::A(A(ip)));
+    }
+
+    /// A reverse-zone name (`1.0.0.127.in-addr.arpa`) pointing at a host.
+    pub fn add_ptr(&self, name: &str, host: &str) {
+        let target = Name::from_str(&format!("{}.", key(host))).unwrap();
+        self.records
+            .lock()
+            .unwrap()
+            .entry((key(name), RecordType::PTR))
+            .or_default()
+            .push(RData::PTR(PTR(target)));
     }
 }

@@ -4,7 +4,7 @@
 //! negative weight makes the zone an allowlist.
 
 use crate::config::DnsList;
-use crate::dns::Resolver;
+use crate::dns::{reversed, Resolver};
 use crate::filter::lookups::{ask_lists, Listing, Lookups};
 use crate::filter::{Check, Hit};
 use std::net::IpAddr;
@@ -36,22 +36,6 @@ pub async fn lookup(
     ask_lists(resolver, questions, deadline).await
 }
 
-/// The address as DNS lists spell it: IPv4 octets reversed, IPv6 nibbles
-/// reversed.
-fn reversed(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            format!("{d}.{c}.{b}.{a}")
-        }
-        IpAddr::V6(v6) => {
-            let hex: String = v6.octets().iter().map(|b| format!("{b:02x}")).collect();
-            let nibbles: Vec<String> = hex.chars().rev().map(String::from).collect();
-            nibbles.join(".")
-        }
-    }
-}
-
 impl Check for Dnsbl {
     fn lookups(&self, lookups: &Lookups) -> Vec<Hit> {
         lookups
@@ -70,20 +54,5 @@ impl Check for Dnsbl {
                 )
             })
             .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_are_reversed_as_lists_expect() {
-        assert_eq!(reversed("192.0.2.99".parse().unwrap()), "99.2.0.192");
-        let v6 = reversed("2001:db8::1".parse().unwrap());
-        assert_eq!(
-            v6,
-            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2"
-        );
     }
 }

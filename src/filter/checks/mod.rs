@@ -12,6 +12,7 @@ pub mod link_mismatch;
 pub mod missing_headers;
 pub mod multi_rcpt_bounce;
 pub mod own_sender;
+pub mod reverse_dns;
 pub mod sender_lists;
 pub mod uribl;
 
@@ -36,6 +37,7 @@ pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
         Box::new(link_mismatch::LinkMismatch),
         Box::new(sender_lists::SenderLists::new(config)),
         Box::new(dnsbl::Dnsbl),
+        Box::new(reverse_dns::ReverseDnsCheck),
         Box::new(uribl::Uribl),
     ];
     if let Some(verdict) = config.filter.attachments {
