@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Complete headers: the message scores 0 unless a list says otherwise.
 fn message(body: &str) -> String {
-    format!("From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: hello\r\nDate: Fri, 04 Dec 2026 12:00:00 +0000\r\nMessage-ID: <m1@sender.test>\r\n\r\n{body}\r\n")
+    format!("From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: hello\r\nDate: {}\r\nMessage-ID: <m1@sender.test>\r\n\r\n{body}\r\n", common::date_now())
 }
 
 /// The test client connects from 127.0.0.1, which lists see as this.

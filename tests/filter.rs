@@ -1,6 +1,8 @@
 //! End-to-end tests of the filter through the real binary: `antemx train`
 //! and `antemx scan`, offline on a data directory of their own.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -114,7 +116,8 @@ fn message(i: usize, words: &[&str], from: &str, subject: &str) -> String {
         .map(|k| words[(i * 7 + k * 3) % words.len()])
         .collect();
     format!(
-        "From: {from}\r\nTo: bob@example.com\r\nSubject: {subject} {i}\r\nDate: Fri, 04 Dec 2026 13:54:21 +0000\r\nMessage-ID: <{i}.{subject}@sender.test>\r\n\r\n{}\r\n",
+        "From: {from}\r\nTo: bob@example.com\r\nSubject: {subject} {i}\r\nDate: {}\r\nMessage-ID: <{i}.{subject}@sender.test>\r\n\r\n{}\r\n",
+        common::date_now(),
         body.join(" ")
     )
 }

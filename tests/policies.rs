@@ -12,7 +12,10 @@ const SUSPECT: &str = "Subject: you won\r\n\r\nClaim your prize.\r\n";
 const GTUBE: &str =
     "Subject: test\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n";
 /// A PDF name over a Windows program (base64 of "MZ\x90\0...").
-const EXE_AS_PDF: &str = "From: a@sender.test\r\nTo: bob@example.com\r\nSubject: invoice\r\nDate: Fri, 04 Dec 2026 12:00:00 +0000\r\nMessage-ID: <inv@sender.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--XX\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--XX--\r\n";
+fn exe_as_pdf() -> String {
+    EXE_AS_PDF.replace("DATE", &common::date_now())
+}
+const EXE_AS_PDF: &str = "From: a@sender.test\r\nTo: bob@example.com\r\nSubject: invoice\r\nDate: DATE\r\nMessage-ID: <inv@sender.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--XX\r\nContent-Type: application/pdf; name=\"invoice.pdf\"\r\nContent-Disposition: attachment; filename=\"invoice.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--XX--\r\n";
 
 /// example.com (global thresholds 2.0 / 50.0) and example.net with its own
 /// settings, both routed to the sink.
@@ -82,7 +85,10 @@ fn an_allowed_sender_is_accepted_whatever_the_score_but_not_gtube() {
 fn a_domain_block_list_refuses_for_that_domain_only() {
     let sink = Sink::start();
     let node = node(&sink, "", "block = [\"@spam.test\"]\n");
-    let clean = "From: x@spam.test\r\nSubject: hi\r\nDate: Fri, 04 Dec 2026 12:00:00 +0000\r\nMessage-ID: <b@spam.test>\r\n\r\nhi\r\n";
+    let clean = &format!(
+        "From: x@spam.test\r\nSubject: hi\r\nDate: {}\r\nMessage-ID: <b@spam.test>\r\n\r\nhi\r\n",
+        common::date_now()
+    );
     let (code, text) = send(&node, "x@spam.test", &["eve@example.net"], clean);
     assert_eq!(code, 550, "{text}");
     assert!(text.contains("BLOCKLISTED"), "{text}");
@@ -119,7 +125,7 @@ fn blocked_attachments_are_sidelined_or_refused() {
         &node_sideline,
         "a@sender.test",
         &["bob@example.com"],
-        EXE_AS_PDF,
+        &exe_as_pdf(),
     ));
     let entries = sidelined(&node_sideline);
     assert_eq!(entries.len(), 1, "{entries:?}");
@@ -134,7 +140,7 @@ fn blocked_attachments_are_sidelined_or_refused() {
         &node_reject,
         "a@sender.test",
         &["bob@example.com"],
-        EXE_AS_PDF,
+        &exe_as_pdf(),
     );
     assert_eq!(code, 550, "{text}");
 
@@ -143,7 +149,7 @@ fn blocked_attachments_are_sidelined_or_refused() {
         &node_off,
         "a@sender.test",
         &["bob@example.com"],
-        EXE_AS_PDF,
+        &exe_as_pdf(),
     ));
     assert_eq!(sink.wait_messages(1, Duration::from_secs(20)).len(), 1);
 }

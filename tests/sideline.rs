@@ -13,7 +13,10 @@ use std::time::Duration;
 /// 2.5; a complete one 0; GTUBE 1000.
 const THRESHOLDS: &str = "\n[filter]\nsideline_at = 2.0\nreject_at = 50.0\n";
 
-const CLEAN: &str = "From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: lunch\r\nDate: Fri, 04 Dec 2026 12:00:00 +0000\r\nMessage-ID: <clean@sender.test>\r\n\r\nSee you at noon.\r\n";
+/// A complete message: it scores 0.
+fn clean() -> String {
+    format!("From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: lunch\r\nDate: {}\r\nMessage-ID: <clean@sender.test>\r\n\r\nSee you at noon.\r\n", common::date_now())
+}
 const SUSPECT: &str = "Subject: you won\r\nTo: bob@example.com\r\n\r\nClaim your prize.\r\n";
 const GTUBE: &str =
     "Subject: test\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n";
@@ -64,8 +67,9 @@ fn dir_bytes(dir: &Path) -> u64 {
 fn verdicts_are_logged_and_stamped_and_foreign_verdicts_removed() {
     let sink = Sink::start();
     let node = node_with(&sink, "");
+    let clean = clean();
     let forged = format!(
-        "X-Spam-Status: No, score=-100.0\r\nAuthentication-Results: mx.antemx.test; dkim=pass\r\n\tdmarc=pass\r\nX-Spam-Score: -100\r\n{CLEAN}"
+        "X-Spam-Status: No, score=-100.0\r\nAuthentication-Results: mx.antemx.test; dkim=pass\r\n\tdmarc=pass\r\nX-Spam-Score: -100\r\n{clean}"
     );
     let id = queue_id(&send(&node, &forged));
     let messages = sink.wait_messages(1, Duration::from_secs(20));
@@ -78,7 +82,7 @@ fn verdicts_are_logged_and_stamped_and_foreign_verdicts_removed() {
     assert_eq!(text.matches("X-Spam-Score").count(), 1, "{text}");
     assert_eq!(text.matches("Authentication-Results").count(), 1, "{text}");
     assert!(!text.contains("dmarc=pass"), "{text}");
-    assert!(text.ends_with(CLEAN), "{text}");
+    assert!(text.ends_with(&clean), "{text}");
     let log = node.log();
     assert!(
         log.contains(&format!("{id}: accepted: client=[127.0.0.1] helo=client.sender.test from=<alice@sender.test> to=<bob@example.com> size=")),
@@ -96,7 +100,7 @@ fn gtube_is_refused_and_nothing_is_kept() {
     assert!(text.starts_with("5.7.1 "), "{text}");
     assert!(text.contains("GTUBE"), "{text}");
     // The session goes on after a refusal.
-    let id = queue_id(&send(&node, CLEAN));
+    let id = queue_id(&send(&node, &clean()));
     assert_eq!(sink.wait_messages(1, Duration::from_secs(20)).len(), 1);
     assert!(list(&node).is_empty());
     assert!(wait_for(Duration::from_secs(10), || node
@@ -117,7 +121,7 @@ fn suspect_mail_is_sidelined_explained_and_released_exactly_once() {
     let node = node_with(&sink, "");
     let id = queue_id(&send(&node, SUSPECT));
     // A clean message sent after it arrives; the suspect one does not.
-    queue_id(&send(&node, CLEAN));
+    queue_id(&send(&node, &clean()));
     let delivered = sink.wait_messages(1, Duration::from_secs(20));
     assert_eq!(delivered.len(), 1);
     assert!(delivered[0].text().contains("Subject: lunch"));

@@ -6,6 +6,15 @@
 
 pub mod dns;
 pub mod sink;
+// The binary's own date formatting, so test messages carry today's date
+// (a fixed date would grow "far in the past" and change scores).
+#[path = "../../src/time.rs"]
+mod time;
+
+/// Now, as a `Date:` header value.
+pub fn date_now() -> String {
+    time::rfc5322(time::now_ms())
+}
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -4,7 +4,9 @@
 
 pub mod attachments;
 pub mod bayes;
+pub mod date_skew;
 pub mod dnsbl;
+pub mod from_impersonation;
 pub mod gtube;
 pub mod helo;
 pub mod html_only;
@@ -33,6 +35,10 @@ pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
         Box::new(multi_rcpt_bounce::MultiRcptBounce),
         Box::new(gtube::Gtube),
         Box::new(missing_headers::MissingHeaders),
+        Box::new(date_skew::DateSkew::default()),
+        Box::new(from_impersonation::FromImpersonation::new(
+            config.domains.keys().cloned(),
+        )),
         Box::new(html_only::HtmlOnly),
         Box::new(link_mismatch::LinkMismatch),
         Box::new(sender_lists::SenderLists::new(config)),
