@@ -187,3 +187,65 @@ fn bad_policies_name_their_line() {
     assert!(err.contains("antemx.toml:5:"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_client_that_talks_before_the_banner_is_marked() {
+    use std::io::{BufRead, BufReader, Write};
+    let sink = Sink::start();
+    let mut setup = Setup::routed_to(sink.address);
+    setup.smtp_extra = "greet_pause = \"700ms\"\n".into();
+    // Both messages are delivered, so that the headers can be compared.
+    setup.extra = "\n[filter]\nsideline_at = 20.0\nreject_at = 50.0\n".into();
+    let node = Node::start(setup);
+
+    // A bot: the whole transaction at once, without waiting for the banner.
+    let mut bot = std::net::TcpStream::connect(node.smtp).unwrap();
+    bot.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    bot.write_all(
+        b"EHLO bot.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n",
+    )
+    .unwrap();
+    let mut reader = BufReader::new(bot.try_clone().unwrap());
+    let mut line = String::new();
+    let mut read_reply = |prefix: &str| loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with(prefix), "{line}");
+        if line.as_bytes().get(3) == Some(&b' ') {
+            break;
+        }
+    };
+    // Answered in order, the banner first.
+    for code in ["220", "250", "250", "250", "354"] {
+        read_reply(code);
+    }
+    bot.write_all(b"Subject: hi\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    read_reply("250");
+
+    // A polite client is not marked.
+    let mut client = node.client();
+    client.cmd("EHLO polite.test");
+    queue_id(&client.send_message(
+        "a@sender.test",
+        &["bob@example.com"],
+        "Subject: hi\r\n\r\nhello\r\n",
+    ));
+
+    let messages = sink.wait_messages(2, Duration::from_secs(20));
+    let bot_text = messages
+        .iter()
+        .map(|m| m.text())
+        .find(|t| t.contains("bot.test"))
+        .unwrap();
+    assert!(bot_text.contains("PREGREET"), "{bot_text}");
+    let polite = messages
+        .iter()
+        .map(|m| m.text())
+        .find(|t| t.contains("polite.test"))
+        .unwrap();
+    assert!(!polite.contains("PREGREET"), "{polite}");
+    assert!(node
+        .log()
+        .contains("pregreet: client=[127.0.0.1] talked before the greeting"));
+}

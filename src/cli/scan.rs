@@ -86,6 +86,7 @@ pub fn run(args: ScanArgs) -> i32 {
         helo: args.helo,
         sender: args.mail_from.filter(|s| !s.is_empty() && s != "<>"),
         recipients: args.rcpt,
+        pregreet: false,
     };
     let files = match message_files(&args.paths) {
         Ok(files) => files,

@@ -52,6 +52,9 @@ pub struct Smtp {
     pub max_connections_per_ip: usize,
     pub command_timeout: Duration,
     pub session_timeout: Duration,
+    /// How long the banner waits; a client that talks first is a bot
+    /// (pregreet). Zero: the banner goes out at once.
+    pub greet_pause: Duration,
     pub max_errors: u32,
     pub tls: Option<TlsFiles>,
 }
@@ -245,6 +248,8 @@ struct RawSmtp {
     command_timeout: Span,
     #[serde(default = "default_session_timeout")]
     session_timeout: Span,
+    #[serde(default)]
+    greet_pause: Span,
     #[serde(default = "default_max_errors")]
     max_errors: u32,
     tls_cert: Option<PathBuf>,
@@ -261,6 +266,7 @@ impl Default for RawSmtp {
             max_connections_per_ip: default_max_connections_per_ip(),
             command_timeout: default_command_timeout(),
             session_timeout: default_session_timeout(),
+            greet_pause: Span::default(),
             max_errors: default_max_errors(),
             tls_cert: None,
             tls_key: None,
@@ -693,6 +699,7 @@ impl Config {
                 max_connections_per_ip: raw.smtp.max_connections_per_ip,
                 command_timeout: raw.smtp.command_timeout.0,
                 session_timeout: raw.smtp.session_timeout.0,
+                greet_pause: raw.smtp.greet_pause.0,
                 max_errors: raw.smtp.max_errors,
                 tls,
             },

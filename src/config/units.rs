@@ -4,7 +4,7 @@ use serde::{de, Deserialize, Deserializer};
 use std::time::Duration;
 
 /// A duration written with a unit: `ms`, `s`, `m`, `h`, `d` (e.g. `"1000s"`, `"5d"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span(pub Duration);
 
 /// A byte count written with a unit: `B`, `KB`, `MB`, `GB` (powers of 1000) or

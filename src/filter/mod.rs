@@ -183,6 +183,8 @@ pub struct Connect {
     /// The client's address; `None` when the message did not come over SMTP
     /// (`antemx scan` of a file), and then address checks contribute nothing.
     pub client: Option<IpAddr>,
+    /// The client talked before the banner (`[smtp] greet_pause`).
+    pub pregreet: bool,
 }
 
 /// Evidence at HELO/EHLO.
@@ -216,6 +218,7 @@ pub struct Rcpt<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Envelope {
     pub client: Option<IpAddr>,
+    pub pregreet: bool,
     pub helo: Option<String>,
     /// `None`: the null sender `<>`, or unknown.
     pub sender: Option<String>,
@@ -324,7 +327,10 @@ impl Pipeline {
     /// Judges a whole message at once, with whatever envelope is known about
     /// it and what the DNS said.
     pub fn judge(&self, envelope: &Envelope, content: &Content, lookups: &Lookups) -> Decision {
-        let mut session = self.connect(envelope.client);
+        let mut session = self.connect(Connect {
+            client: envelope.client,
+            pregreet: envelope.pregreet,
+        });
         if let Some(name) = &envelope.helo {
             session.helo(name);
         }
@@ -336,9 +342,8 @@ impl Pipeline {
     }
 
     /// A new SMTP connection: runs the connect stage.
-    pub fn connect(&self, client: Option<IpAddr>) -> Session<'_> {
+    pub fn connect(&self, connect: Connect) -> Session<'_> {
         let mut hits = Vec::new();
-        let connect = Connect { client };
         for check in &self.checks {
             hits.extend(check.connect(&connect));
         }
@@ -527,7 +532,10 @@ mod tests {
 
     fn judge(checks: Vec<Box<dyn Check>>) -> Decision {
         let pipeline = Pipeline::new(checks, Thresholds::default());
-        let mut session = pipeline.connect(None);
+        let mut session = pipeline.connect(Connect {
+            client: None,
+            pregreet: false,
+        });
         session.helo("client.test");
         let mut tx = session.mail(Some("a@b.test"));
         tx.rcpt("c@d.test");
@@ -601,7 +609,10 @@ mod tests {
             ],
             Thresholds::default(),
         );
-        let session = pipeline.connect(None);
+        let session = pipeline.connect(Connect {
+            client: None,
+            pregreet: false,
+        });
         let mut first = session.mail(None);
         first.rcpt("a@b");
         first.rcpt("c@b");

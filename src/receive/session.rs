@@ -37,6 +37,8 @@ pub struct Session<'a> {
     transaction: Option<Transaction>,
     errors: u32,
     deadline: Instant,
+    /// The client talked before the banner.
+    pregreet: bool,
 }
 
 struct Transaction {
@@ -76,10 +78,28 @@ impl<'a> Session<'a> {
             transaction: None,
             errors: 0,
             deadline,
+            pregreet: false,
         }
     }
 
     pub async fn run(mut self) {
+        let pause = self.config.smtp.greet_pause;
+        if !pause.is_zero() {
+            // What the client says early stays in the input and is answered
+            // after the banner, in order.
+            let early = async { self.fill(false).await.map(|n| n > 0) };
+            let quiet = async {
+                smol::Timer::after(pause).await;
+                Ok(false)
+            };
+            match early.or(quiet).await {
+                Ok(talked) => self.pregreet = talked,
+                Err(_) => return,
+            }
+            if self.pregreet {
+                log::info!("pregreet: client=[{}] talked before the greeting", self.ip);
+            }
+        }
         let greeting = format!("220 {} ESMTP antemx\r\n", self.config.node.hostname);
         self.output.extend_from_slice(greeting.as_bytes());
         if let Err(e) = self.serve().await {
@@ -470,6 +490,7 @@ impl<'a> Session<'a> {
         let final_dot = Instant::now();
         let envelope = Envelope {
             client: Some(self.ip),
+            pregreet: self.pregreet,
             helo: self.helo.clone(),
             sender: (!transaction.sender.is_empty()).then(|| transaction.sender.clone()),
             recipients: transaction.recipients.clone(),

@@ -14,6 +14,7 @@ pub mod link_mismatch;
 pub mod missing_headers;
 pub mod multi_rcpt_bounce;
 pub mod own_sender;
+pub mod pregreet;
 pub mod reverse_dns;
 pub mod sender_lists;
 pub mod uribl;
@@ -42,6 +43,7 @@ pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
         Box::new(html_only::HtmlOnly),
         Box::new(link_mismatch::LinkMismatch),
         Box::new(sender_lists::SenderLists::new(config)),
+        Box::new(pregreet::Pregreet),
         Box::new(dnsbl::Dnsbl),
         Box::new(reverse_dns::ReverseDnsCheck),
         Box::new(uribl::Uribl),
