@@ -9,6 +9,7 @@ mod scan;
 mod serve;
 mod sideline;
 mod train;
+mod verify;
 
 use argh::FromArgs;
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ enum Command {
     CheckDns(check_dns::CheckDnsArgs),
     Scan(scan::ScanArgs),
     Train(train::TrainArgs),
+    Verify(verify::VerifyArgs),
 }
 
 #[derive(FromArgs)]
@@ -69,5 +71,6 @@ pub fn main() -> i32 {
         Command::CheckDns(args) => check_dns::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Train(args) => train::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }

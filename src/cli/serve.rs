@@ -101,6 +101,8 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
     };
     smol::spawn(crate::web::serve(web, web_node)).detach();
     smol::spawn(async move { sideline.run().await }).detach();
+    let policies = receiver.clone();
+    smol::spawn(async move { policies.policies().run().await }).detach();
     let scheduler = queue.clone();
     smol::spawn(async move { scheduler.run().await }).detach();
     log::info!(

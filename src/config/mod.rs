@@ -114,6 +114,12 @@ pub struct Filter {
     pub trusted_networks: Vec<Network>,
     /// Whether clients without (forward-confirmed) reverse DNS score.
     pub reverse_dns: bool,
+    /// Recipient verification (`verify_recipients` domains): how long an
+    /// answer of the customer's server is remembered, and how long one
+    /// callout may take.
+    pub verify_positive_ttl: Duration,
+    pub verify_negative_ttl: Duration,
+    pub verify_timeout: Duration,
 }
 
 /// One DNS list zone and what its answers weigh.
@@ -135,6 +141,8 @@ pub struct Domain {
     /// Envelope senders always accepted / refused for this domain.
     pub allow: Vec<SenderPattern>,
     pub block: Vec<SenderPattern>,
+    /// Ask `deliver_to` at our RCPT whether it takes the recipient.
+    pub verify_recipients: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -424,6 +432,12 @@ struct RawFilter {
     trusted_networks: Vec<Spanned<String>>,
     #[serde(default = "default_true")]
     reverse_dns: bool,
+    #[serde(default = "default_verify_positive_ttl")]
+    verify_positive_ttl: Span,
+    #[serde(default = "default_verify_negative_ttl")]
+    verify_negative_ttl: Span,
+    #[serde(default = "default_verify_timeout")]
+    verify_timeout: Spanned<Span>,
 }
 
 fn default_trusted_networks() -> Vec<Spanned<String>> {
@@ -457,6 +471,15 @@ struct RawDnsList {
 
 fn default_lookup_deadline() -> Span {
     Span(Duration::from_secs(4))
+}
+fn default_verify_positive_ttl() -> Span {
+    Span(Duration::from_secs(7 * 86400))
+}
+fn default_verify_negative_ttl() -> Span {
+    Span(Duration::from_secs(3 * 3600))
+}
+fn default_verify_timeout() -> Spanned<Span> {
+    Spanned::new(0..0, Span(Duration::from_secs(10)))
 }
 
 impl RawDnsList {
@@ -502,6 +525,9 @@ impl Default for RawFilter {
             blocked_extensions: None,
             trusted_networks: default_trusted_networks(),
             reverse_dns: true,
+            verify_positive_ttl: default_verify_positive_ttl(),
+            verify_negative_ttl: default_verify_negative_ttl(),
+            verify_timeout: default_verify_timeout(),
         }
     }
 }
@@ -526,6 +552,8 @@ struct RawDomain {
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     block: Vec<Spanned<String>>,
+    #[serde(default)]
+    verify_recipients: bool,
 }
 
 impl Config {
@@ -635,6 +663,13 @@ impl Config {
         };
         let dnsbl = dns_lists(&raw.filter.dnsbl, "dnsbl")?;
         let uribl = dns_lists(&raw.filter.uribl, "uribl")?;
+        let f = &raw.filter;
+        if f.verify_timeout.get_ref().0.is_zero() {
+            return Err(at(
+                f.verify_timeout.span(),
+                "[filter] verify_timeout must be more than 0s".into(),
+            ));
+        }
 
         let mut domains = BTreeMap::new();
         for d in raw.domain {
@@ -682,6 +717,7 @@ impl Config {
                     thresholds,
                     allow: senders(&d.allow, &format!("{key} allow"))?,
                     block: senders(&d.block, &format!("{key} block"))?,
+                    verify_recipients: d.verify_recipients,
                 },
             );
         }
@@ -758,6 +794,9 @@ impl Config {
                             .collect()
                     },
                 ),
+                verify_positive_ttl: raw.filter.verify_positive_ttl.0,
+                verify_negative_ttl: raw.filter.verify_negative_ttl.0,
+                verify_timeout: raw.filter.verify_timeout.get_ref().0,
             },
             sideline: Sideline {
                 retention: raw.sideline.retention.0,
@@ -858,6 +897,26 @@ mod tests {
         let text = format!("{MINIMAL}[filter]\nsideline_at = 5.0\nrejct_at = 6.0\n");
         let (line, message) = Config::parse(&text).unwrap_err();
         assert_eq!(line, Some(6), "{message}");
+    }
+
+    #[test]
+    fn recipient_verification_is_off_by_default_and_checked() {
+        let text = format!(
+            "{MINIMAL}[[domain]]\nname = \"a.test\"\ndeliver_to = \"127.0.0.1:25\"\n[[domain]]\nname = \"b.test\"\ndeliver_to = \"127.0.0.1:25\"\nverify_recipients = true\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert!(!config.domain("a.test").unwrap().verify_recipients);
+        assert!(config.domain("b.test").unwrap().verify_recipients);
+        assert_eq!(
+            config.filter.verify_negative_ttl,
+            Duration::from_secs(10800)
+        );
+        let text = format!("{MINIMAL}[filter]\nverify_timeout = \"0s\"\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(5), "{message}");
+        let text = format!("{MINIMAL}[[domain]]\nname = \"a.test\"\ndeliver_to = \"127.0.0.1:25\"\nverify_recipients = \"yes\"\n");
+        let (line, _) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(7));
     }
 
     #[test]

@@ -5,9 +5,14 @@ mod address;
 mod data;
 mod ehlo;
 mod judge;
+mod policy;
 mod received;
 mod session;
 mod tls;
+mod verify;
+
+pub use policy::Policies;
+pub use verify::Selector;
 
 use crate::config::{Config, Live};
 use crate::filter::checks::bayes::Bayes;
@@ -32,6 +37,8 @@ pub struct Receiver {
     /// The filter built for a config, kept until a reload replaces it.
     pipeline: Mutex<Option<(Arc<Config>, Arc<Pipeline>)>>,
     tls: Option<TlsAcceptor>,
+    /// Recipient verification, for domains that want it.
+    policies: Policies,
     connections: Mutex<HashMap<IpAddr, usize>>,
     /// Closed (never sent on) to tell listeners and idle sessions to stop.
     stop: async_channel::Sender<()>,
@@ -68,7 +75,10 @@ impl Receiver {
         let config = live.current();
         let tls = config.smtp.tls.as_ref().map(tls::acceptor).transpose()?;
         let (stop, stopped) = async_channel::bounded(1);
+        let policies =
+            Policies::open(live.clone(), &store).map_err(|e| format!("recipient policies: {e}"))?;
         Ok(Receiver {
+            policies,
             stop,
             stopped,
             live,
@@ -80,6 +90,11 @@ impl Receiver {
             tls,
             connections: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The RCPT policies, for the admin API and the purge task.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
     }
 
     /// Stops accepting connections; sessions waiting for a command are told

@@ -231,10 +231,15 @@ impl<'a> Session<'a> {
         Ok(n)
     }
 
-    fn error(&mut self, reply: &str) -> Next {
-        self.reply(reply);
+    /// Counts a refusal by its enhanced status code.
+    fn count_rejection(reply: &str) {
         let code = reply.split_whitespace().nth(1).unwrap_or("unknown");
         crate::metrics::count(crate::metrics::REJECTIONS, &[("code", code)]);
+    }
+
+    fn error(&mut self, reply: &str) -> Next {
+        self.reply(reply);
+        Self::count_rejection(reply);
         self.errors += 1;
         if self.errors >= self.config.smtp.max_errors {
             let bye = format!(
@@ -275,7 +280,7 @@ impl<'a> Session<'a> {
                 self.reply("250 2.1.0 Ok");
                 Next::Continue
             }
-            Request::Rcpt { to } => self.recipient(&to.address),
+            Request::Rcpt { to } => self.recipient(&to.address).await,
             Request::Data => match &self.transaction {
                 None => self.error("503 5.5.1 Send MAIL first"),
                 Some(t) if t.recipients.is_empty() => self.error("554 5.5.1 No valid recipients"),
@@ -374,7 +379,7 @@ impl<'a> Session<'a> {
         Next::Continue
     }
 
-    fn recipient(&mut self, address: &str) -> Next {
+    async fn recipient(&mut self, address: &str) -> Next {
         let max = self.config.smtp.max_recipients;
         let verdict = judge_recipient(&self.config, address);
         let Some(transaction) = &mut self.transaction else {
@@ -385,9 +390,31 @@ impl<'a> Session<'a> {
             return Next::Continue;
         }
         match verdict {
-            RcptVerdict::Accept { address, .. } => {
+            RcptVerdict::Accept { address, domain } => {
                 if !transaction.recipients.contains(&address) {
-                    transaction.recipients.push(address);
+                    let sender = transaction.sender.clone();
+                    let policies = self.receiver.policies();
+                    let judged = policies.judge(&self.config, &address, &domain).await;
+                    if let Err(refusal) = judged {
+                        log::info!(
+                            "NOQUEUE: reject: RCPT from [{}]: {}; from=<{sender}> to=<{address}> {}",
+                            self.ip,
+                            refusal.reply,
+                            refusal.detail
+                        );
+                        // Try-again-later is no client error: a message to
+                        // many recipients that cannot be verified now must
+                        // not end the session.
+                        if refusal.reply.starts_with('4') {
+                            self.reply(&refusal.reply);
+                            Self::count_rejection(&refusal.reply);
+                            return Next::Continue;
+                        }
+                        return self.error(&refusal.reply);
+                    }
+                    if let Some(transaction) = &mut self.transaction {
+                        transaction.recipients.push(address);
+                    }
                 }
                 self.reply("250 2.1.5 Ok");
                 Next::Continue

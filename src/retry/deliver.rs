@@ -137,6 +137,28 @@ impl Connection {
         let _ = self.smtp.quit();
     }
 
+    /// A recipient callout: `MAIL FROM:<>` and `RCPT TO`, then RSET, so
+    /// nothing is delivered. `Sent` means the server would take the
+    /// recipient; a refused `MAIL FROM:<>` is an error of its own (`Err`),
+    /// since it says nothing about the recipient.
+    pub fn probe(&mut self, recipient: &str) -> Result<Outcome, Outcome> {
+        let utf8 = !recipient.is_ascii()
+            && self
+                .smtp
+                .server_info()
+                .supports_feature(Extension::SmtpUtfEight);
+        let parameters = if utf8 { " SMTPUTF8" } else { "" };
+        if let Err(e) = self.smtp.command(format!("MAIL FROM:<>{parameters}\r\n")) {
+            return Err(error_outcome(&e));
+        }
+        let outcome = match self.smtp.command(format!("RCPT TO:<{recipient}>\r\n")) {
+            Ok(response) => Outcome::Sent(reply_text(&response)),
+            Err(e) => error_outcome(&e),
+        };
+        let _ = self.smtp.command("RSET\r\n");
+        Ok(outcome)
+    }
+
     /// Sends one message; returns each recipient's outcome, and whether the
     /// connection can carry another message.
     pub fn send(

@@ -8,7 +8,8 @@
 //! job that was being delivered during a crash is simply due again.
 
 mod backoff;
-mod deliver;
+/// Also used by `receive::verify` for recipient callouts.
+pub mod deliver;
 mod dsn;
 mod scheduler;
 

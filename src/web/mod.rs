@@ -3,6 +3,7 @@
 
 mod admin;
 mod sideline;
+mod verify;
 
 use crate::receive::Receiver;
 use crate::retry::Queue;
@@ -119,6 +120,9 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Rep
         return match parts.as_slice() {
             ["sideline", rest @ ..] => {
                 sideline::handle(request.method(), rest, query, &node.sideline).await
+            }
+            ["verify", rest @ ..] => {
+                verify::handle(request.method(), rest, query, node.receiver.policies()).await
             }
             _ => admin::handle(request.method(), &parts, query, &node.queue).await,
         };

@@ -36,6 +36,8 @@ struct State {
     attempts: Vec<(Instant, String)>,
     refuse: HashSet<String>,
     mode: Option<Mode>,
+    /// How long each RCPT waits for its reply (a slow server).
+    rcpt_delay: Duration,
     connections: usize,
     active: usize,
     max_active: usize,
@@ -82,6 +84,23 @@ impl Sink {
             .unwrap()
             .refuse
             .insert(recipient.to_string());
+    }
+
+    /// Takes mail for a recipient refused before.
+    pub fn accept(&self, recipient: &str) {
+        self.state.lock().unwrap().refuse.remove(recipient);
+    }
+
+    pub fn set_rcpt_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().rcpt_delay = delay;
+    }
+
+    /// Recipient callouts seen: transactions from the null sender.
+    pub fn callouts(&self) -> usize {
+        self.attempts()
+            .iter()
+            .filter(|(_, from)| from.is_empty())
+            .count()
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -141,6 +160,8 @@ fn session(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             }
         } else if upper.starts_with("RCPT TO:") {
             let rcpt = address_of(&line);
+            let delay = state.lock().unwrap().rcpt_delay;
+            std::thread::sleep(delay);
             if state.lock().unwrap().refuse.contains(&rcpt) {
                 "550 5.1.1 <recipient> User unknown\r\n".into()
             } else {
