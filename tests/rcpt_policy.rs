@@ -1,12 +1,13 @@
 //! The per-domain RCPT policies end to end against the running binary:
 //! recipient verification by callout to the customer's server (a real SMTP
-//! sink), cached, cleared with `antemx verify clear`.
+//! sink), cached, cleared with `antemx verify clear`; greylisting by client
+//! network, sender and recipient, with delays of a second.
 
 mod common;
 
 use common::{free_port, queue_id, Client, Mode, Node, Setup, Sink};
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 const MESSAGE: &str = "From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: hello\r\nDate: Fri, 04 Dec 2026 12:00:00 +0000\r\nMessage-ID: <m@sender.test>\r\n\r\nhello\r\n";
@@ -223,9 +224,112 @@ fn concurrent_rcpts_for_one_address_share_one_callout() {
 }
 
 #[test]
+fn greylisting_delays_a_new_triplet_once() {
+    let sink = Sink::start();
+    let node = node(
+        &format!(
+            "{}{}",
+            domain("example.com", sink.address, "greylist = true"),
+            domain("plain.test", sink.address, "")
+        ),
+        "greylist_delay = \"1s\"\ngreylist_expiry = \"1h\"\ntrusted_networks = [\"127.0.0.2\"]\n",
+    );
+    let mut client = node.client();
+    session(&mut client, "alice@sender.test");
+    let (code, text) = client.cmd("RCPT TO:<bob@example.com>");
+    assert_eq!(code, 451, "{text}");
+    assert!(text.starts_with("4.7.1 Greylisted"), "{text}");
+    // Too soon: still greylisted, and the wait is not pushed back.
+    let (code, text) = client.cmd("RCPT TO:<bob@example.com>");
+    assert_eq!(code, 451, "{text}");
+    // A domain without greylisting takes mail at once.
+    assert_eq!(client.cmd("RCPT TO:<carol@plain.test>").0, 250);
+    let log = node.log();
+    assert!(
+        log.contains("NOQUEUE: reject: RCPT from [127.0.0.1]: 451 4.7.1 Greylisted, please try again in 1s; from=<alice@sender.test> to=<bob@example.com> greylist=new"),
+        "{log}"
+    );
+    assert!(
+        log.contains("to=<bob@example.com> greylist=too-soon"),
+        "{log}"
+    );
+
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut client = node.client();
+    client.cmd("EHLO client.sender.test");
+    queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
+    assert_eq!(sink.wait_messages(1, Duration::from_secs(20)).len(), 1);
+    // Remembered: the next message passes at once, from the same /24 too.
+    let mut client = Client::connect_from(node.smtp, IpAddr::from([127, 0, 0, 3]));
+    client.cmd("EHLO client.sender.test");
+    queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], MESSAGE));
+    // A client in trusted_networks is never greylisted.
+    let mut client = Client::connect_from(node.smtp, IpAddr::from([127, 0, 0, 2]));
+    session(&mut client, "monitor@sender.test");
+    assert_eq!(client.cmd("RCPT TO:<bob@example.com>").0, 250);
+
+    // Another sender, another recipient, another /24, the null sender: new
+    // triplets, greylisted.
+    assert_eq!(rcpt(&node, "mallory@sender.test", "bob@example.com").0, 451);
+    assert_eq!(rcpt(&node, "alice@sender.test", "dave@example.com").0, 451);
+    assert_eq!(rcpt(&node, "", "bob@example.com").0, 451);
+    let mut client = Client::connect_from(node.smtp, IpAddr::from([127, 0, 1, 1]));
+    session(&mut client, "alice@sender.test");
+    assert_eq!(client.cmd("RCPT TO:<bob@example.com>").0, 451);
+    assert!(node.log().contains("RCPT from [127.0.1.1]: 451 4.7.1"));
+
+    assert!(metrics(&node).contains("antemx_smtp_rejections_total{code=\"4.7.1\"} 6"));
+}
+
+#[test]
+fn a_greylisted_retry_after_the_window_starts_over() {
+    let sink = Sink::start();
+    let node = node(
+        &domain("example.com", sink.address, "greylist = true"),
+        "greylist_delay = \"1s\"\ngreylist_expiry = \"2s\"\ntrusted_networks = []\n",
+    );
+    assert_eq!(rcpt(&node, "a@sender.test", "bob@example.com").0, 451);
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_eq!(rcpt(&node, "a@sender.test", "bob@example.com").0, 451);
+    assert_eq!(
+        node.log()
+            .matches("to=<bob@example.com> greylist=new")
+            .count(),
+        2
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(rcpt(&node, "a@sender.test", "bob@example.com").0, 250);
+}
+
+#[test]
+fn greylisting_and_verification_together() {
+    let sink = Sink::start();
+    sink.refuse("nobody@example.com");
+    let node = node(
+        &domain(
+            "example.com",
+            sink.address,
+            "verify_recipients = true\ngreylist = true",
+        ),
+        "greylist_delay = \"1s\"\ntrusted_networks = []\n",
+    );
+    // An unknown user is refused at once, not greylisted first.
+    assert_eq!(rcpt(&node, "a@sender.test", "nobody@example.com").0, 550);
+    assert_eq!(rcpt(&node, "a@sender.test", "bob@example.com").0, 451);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(rcpt(&node, "a@sender.test", "bob@example.com").0, 250);
+    assert_eq!(sink.callouts(), 2);
+}
+
+#[test]
 fn bad_policy_config_names_its_line() {
     let dir = common::temp_dir("rcpt");
     let config = dir.join("antemx.toml");
+    std::fs::write(
+        &config,
+        "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n\n[filter]\ngreylist_delay = \"10m\"\ngreylist_expiry = \"5m\"\n",
+    )
+    .unwrap();
     let check = |config: &std::path::Path| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_antemx"))
             .args(["check-config", "--config"])
@@ -235,6 +339,11 @@ fn bad_policy_config_names_its_line() {
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    let err = check(&config);
+    assert!(
+        err.contains("antemx.toml:7: [filter] greylist_expiry must be longer than greylist_delay"),
+        "{err}"
+    );
     std::fs::write(
         &config,
         "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n\n[[domain]]\nname = \"example.com\"\ndeliver_to = \"127.0.0.1:25\"\nverify_recipient = true\n",

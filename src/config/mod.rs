@@ -120,6 +120,12 @@ pub struct Filter {
     pub verify_positive_ttl: Duration,
     pub verify_negative_ttl: Duration,
     pub verify_timeout: Duration,
+    /// Greylisting (`greylist` domains): a new triplet must come back after
+    /// `greylist_delay` and within `greylist_expiry` of its first attempt; a
+    /// triplet that passed is remembered for `greylist_lifetime`.
+    pub greylist_delay: Duration,
+    pub greylist_expiry: Duration,
+    pub greylist_lifetime: Duration,
 }
 
 /// One DNS list zone and what its answers weigh.
@@ -143,6 +149,7 @@ pub struct Domain {
     pub block: Vec<SenderPattern>,
     /// Ask `deliver_to` at our RCPT whether it takes the recipient.
     pub verify_recipients: bool,
+    pub greylist: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -438,6 +445,12 @@ struct RawFilter {
     verify_negative_ttl: Span,
     #[serde(default = "default_verify_timeout")]
     verify_timeout: Spanned<Span>,
+    #[serde(default = "default_greylist_delay")]
+    greylist_delay: Spanned<Span>,
+    #[serde(default = "default_greylist_expiry")]
+    greylist_expiry: Spanned<Span>,
+    #[serde(default = "default_greylist_lifetime")]
+    greylist_lifetime: Span,
 }
 
 fn default_trusted_networks() -> Vec<Spanned<String>> {
@@ -480,6 +493,15 @@ fn default_verify_negative_ttl() -> Span {
 }
 fn default_verify_timeout() -> Spanned<Span> {
     Spanned::new(0..0, Span(Duration::from_secs(10)))
+}
+fn default_greylist_delay() -> Spanned<Span> {
+    Spanned::new(0..0, Span(Duration::from_secs(300)))
+}
+fn default_greylist_expiry() -> Spanned<Span> {
+    Spanned::new(0..0, Span(Duration::from_secs(4 * 3600)))
+}
+fn default_greylist_lifetime() -> Span {
+    Span(Duration::from_secs(36 * 86400))
 }
 
 impl RawDnsList {
@@ -528,6 +550,9 @@ impl Default for RawFilter {
             verify_positive_ttl: default_verify_positive_ttl(),
             verify_negative_ttl: default_verify_negative_ttl(),
             verify_timeout: default_verify_timeout(),
+            greylist_delay: default_greylist_delay(),
+            greylist_expiry: default_greylist_expiry(),
+            greylist_lifetime: default_greylist_lifetime(),
         }
     }
 }
@@ -554,6 +579,8 @@ struct RawDomain {
     block: Vec<Spanned<String>>,
     #[serde(default)]
     verify_recipients: bool,
+    #[serde(default)]
+    greylist: bool,
 }
 
 impl Config {
@@ -670,6 +697,18 @@ impl Config {
                 "[filter] verify_timeout must be more than 0s".into(),
             ));
         }
+        if f.greylist_expiry.get_ref().0 <= f.greylist_delay.get_ref().0 {
+            // No retry could ever pass: all greylisted mail would be lost.
+            let span = if f.greylist_expiry.span().end > 0 {
+                f.greylist_expiry.span()
+            } else {
+                f.greylist_delay.span()
+            };
+            return Err(at(
+                span,
+                "[filter] greylist_expiry must be longer than greylist_delay".into(),
+            ));
+        }
 
         let mut domains = BTreeMap::new();
         for d in raw.domain {
@@ -718,6 +757,7 @@ impl Config {
                     allow: senders(&d.allow, &format!("{key} allow"))?,
                     block: senders(&d.block, &format!("{key} block"))?,
                     verify_recipients: d.verify_recipients,
+                    greylist: d.greylist,
                 },
             );
         }
@@ -797,6 +837,9 @@ impl Config {
                 verify_positive_ttl: raw.filter.verify_positive_ttl.0,
                 verify_negative_ttl: raw.filter.verify_negative_ttl.0,
                 verify_timeout: raw.filter.verify_timeout.get_ref().0,
+                greylist_delay: raw.filter.greylist_delay.get_ref().0,
+                greylist_expiry: raw.filter.greylist_expiry.get_ref().0,
+                greylist_lifetime: raw.filter.greylist_lifetime.0,
             },
             sideline: Sideline {
                 retention: raw.sideline.retention.0,
@@ -917,6 +960,30 @@ mod tests {
         let text = format!("{MINIMAL}[[domain]]\nname = \"a.test\"\ndeliver_to = \"127.0.0.1:25\"\nverify_recipients = \"yes\"\n");
         let (line, _) = Config::parse(&text).unwrap_err();
         assert_eq!(line, Some(7));
+    }
+
+    #[test]
+    fn greylisting_is_off_by_default_and_checked() {
+        let text = format!(
+            "{MINIMAL}[[domain]]\nname = \"a.test\"\ndeliver_to = \"127.0.0.1:25\"\n[[domain]]\nname = \"b.test\"\ndeliver_to = \"127.0.0.1:25\"\ngreylist = true\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert!(!config.domain("a.test").unwrap().greylist);
+        assert!(config.domain("b.test").unwrap().greylist);
+        assert_eq!(config.filter.greylist_delay, Duration::from_secs(300));
+        assert_eq!(config.filter.greylist_expiry, Duration::from_secs(4 * 3600));
+        assert_eq!(
+            config.filter.greylist_lifetime,
+            Duration::from_secs(36 * 86400)
+        );
+        let text =
+            format!("{MINIMAL}[filter]\ngreylist_delay = \"1h\"\ngreylist_expiry = \"30m\"\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(6), "{message}");
+        assert!(message.contains("greylist_expiry"), "{message}");
+        let text = format!("{MINIMAL}[filter]\ngreylist_delay = \"5h\"\n");
+        let (line, _) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(5));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod address;
 mod data;
 mod ehlo;
+mod greylist;
 mod judge;
 mod policy;
 mod received;
@@ -37,7 +38,7 @@ pub struct Receiver {
     /// The filter built for a config, kept until a reload replaces it.
     pipeline: Mutex<Option<(Arc<Config>, Arc<Pipeline>)>>,
     tls: Option<TlsAcceptor>,
-    /// Recipient verification, for domains that want it.
+    /// Recipient verification and greylisting, for domains that want them.
     policies: Policies,
     connections: Mutex<HashMap<IpAddr, usize>>,
     /// Closed (never sent on) to tell listeners and idle sessions to stop.

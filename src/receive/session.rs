@@ -394,7 +394,9 @@ impl<'a> Session<'a> {
                 if !transaction.recipients.contains(&address) {
                     let sender = transaction.sender.clone();
                     let policies = self.receiver.policies();
-                    let judged = policies.judge(&self.config, &address, &domain).await;
+                    let judged = policies
+                        .judge(&self.config, self.ip, &sender, &address, &domain)
+                        .await;
                     if let Err(refusal) = judged {
                         log::info!(
                             "NOQUEUE: reject: RCPT from [{}]: {}; from=<{sender}> to=<{address}> {}",
@@ -403,8 +405,8 @@ impl<'a> Session<'a> {
                             refusal.detail
                         );
                         // Try-again-later is no client error: a message to
-                        // many recipients that cannot be verified now must
-                        // not end the session.
+                        // many recipients greylisted or not verifiable now
+                        // must not end the session.
                         if refusal.reply.starts_with('4') {
                             self.reply(&refusal.reply);
                             Self::count_rejection(&refusal.reply);
