@@ -14,7 +14,11 @@
 #   MSGS=20000          messages per throughput run
 #   SESSIONS=20         concurrent smtp-source sessions
 #   SIZES="5120 51200"  message body sizes (smtp-source -l); "" skips the
-#   SYSTEMS="antemx postfix"  throughput runs
+#   SYSTEMS="antemx postfix"  throughput runs; add "antemx-base" to run the
+#                       BASE_COMMIT build too (the cost of a change, e.g.
+#                       the filter: BASE_COMMIT=5763f8d, the last commit
+#                       before messages were judged)
+#   BASE_COMMIT=...     commit built (git archive) into target/bench-base
 #   REUSE=0             1: smtp-source -d (many messages per connection);
 #                       0: one message per connection, like most MX traffic
 #   N_DISK=100000       messages for the disk-usage run (0 skips it)
@@ -53,6 +57,7 @@ MSGS=${MSGS:-20000}
 SESSIONS=${SESSIONS:-20}
 SIZES=${SIZES-"5120 51200"}
 SYSTEMS=${SYSTEMS-"antemx postfix"}
+BASE_COMMIT=${BASE_COMMIT:-}
 REUSE=${REUSE:-0}
 N_DISK=${N_DISK:-100000}
 IDLE_CONNS=${IDLE_CONNS:-1000}
@@ -296,6 +301,16 @@ build_antemx() {
     *) die "BUILD_FROM must be worktree or HEAD" ;;
     esac
     [[ -x $ANTEMX_BIN ]] || die "$ANTEMX_BIN missing"
+    if [[ " $SYSTEMS " == *" antemx-base "* ]]; then
+        [[ -n $BASE_COMMIT ]] || die "SYSTEMS has antemx-base: set BASE_COMMIT"
+        local src=$W/src-base
+        mkdir -p "$src"
+        git -C "$ROOT" archive "$BASE_COMMIT" | tar -x -C "$src"
+        BASE_BIN=$ROOT/target/bench-base/release/antemx
+        log "cargo build --release of $BASE_COMMIT (antemx-base)"
+        (cd "$src" && cargo build --release --target-dir "$ROOT/target/bench-base") >"$W/build-base.log" 2>&1 ||
+            { tail -30 "$W/build-base.log" >&2; die "cargo build --release ($BASE_COMMIT) failed"; }
+    fi
 }
 
 # ---------------------------------------------------------------- sink
@@ -346,13 +361,13 @@ tls = "none"
 EOF
 }
 
-start_antemx() { # dir
-    local dir=$1
+start_antemx() { # dir [binary]
+    local dir=$1 binary=${2:-$ANTEMX_BIN}
     require_free "$A_SMTP" "$A_WEB"
     mkdir -p "$dir"
     write_antemx_config "$dir"
     ANTEMX_DATA=$dir/data
-    RUST_LOG=$ANTEMX_LOG "$ANTEMX_BIN" serve --config "$dir/antemx.toml" >"$dir/antemx.log" 2>&1 &
+    RUST_LOG=$ANTEMX_LOG "$binary" serve --config "$dir/antemx.toml" >"$dir/antemx.log" 2>&1 &
     ANTEMX_PID=$!
     PIDS+=("$ANTEMX_PID")
     local i
@@ -570,8 +585,8 @@ run_load() { # system size msgs rundir
 
     start_sink "$sink_out"
     case $system in
-    antemx)
-        start_antemx "$dir"
+    antemx | antemx-base)
+        start_antemx "$dir" "$([[ $system == antemx ]] && echo "$ANTEMX_BIN" || echo "$BASE_BIN")"
         port=$A_SMTP
         ticks0=$(proc_ticks "$ANTEMX_PID")
         ;;
@@ -621,7 +636,7 @@ run_load() { # system size msgs rundir
                 break
             fi
         fi
-        if [[ $system == antemx ]] && ! kill -0 "$ANTEMX_PID" 2>/dev/null; then
+        if [[ $system == antemx* ]] && ! kill -0 "$ANTEMX_PID" 2>/dev/null; then
             R_STATUS=CRASHED
             detail="antemx exited during the run; "
             t1=$tnow
@@ -660,7 +675,7 @@ run_load() { # system size msgs rundir
     [[ ${#cpu1[@]} == 2 ]] || read -r -a cpu1 <<<"$(cpu_sample)"
     sink_ticks1=$(proc_ticks "$SINK_PID")
     # a stuck antemx: look at it before anything is torn down
-    [[ $system == antemx && ($R_STATUS == STALLED || $R_STATUS == TIMEOUT) ]] && antemx_diagnose "$dir"
+    [[ $system == antemx* && ($R_STATUS == STALLED || $R_STATUS == TIMEOUT) ]] && antemx_diagnose "$dir"
 
     # smtp-source
     if [[ $R_STATUS == ok ]]; then
@@ -682,7 +697,7 @@ run_load() { # system size msgs rundir
     local q="?" i
     if [[ $R_STATUS == ok ]]; then
         for ((i = 0; i < 150; i++)); do
-            if [[ $system == antemx ]]; then q=$(antemx_queue_len); else q=$(postfix_queue_len "$dir/postfix"); fi
+            if [[ $system == antemx* ]]; then q=$(antemx_queue_len); else q=$(postfix_queue_len "$dir/postfix"); fi
             [[ $q == 0 ]] && break
             sleep 0.2
         done
@@ -694,7 +709,7 @@ run_load() { # system size msgs rundir
 
     # CPU and memory
     case $system in
-    antemx)
+    antemx | antemx-base)
         ticks1=$(proc_ticks "$ANTEMX_PID")
         [[ -n $ticks1 ]] || ticks1=$ticks0
         R_MEM_MB=$(calc "$(proc_status_kb "$ANTEMX_PID" VmHWM) / 1024" 1)
@@ -824,7 +839,7 @@ main() {
     require_free "$SINK_PORT" "$A_SMTP" "$A_WEB" "$P_SMTP"
     local sys
     for sys in $SYSTEMS; do
-        [[ $sys == antemx || $sys == postfix ]] || die "SYSTEMS: unknown system $sys"
+        [[ $sys == antemx || $sys == antemx-base || $sys == postfix ]] || die "SYSTEMS: unknown system $sys"
     done
 
     local header rows=() size system idx
@@ -833,7 +848,7 @@ main() {
     for size in $SIZES; do
         for system in $SYSTEMS; do
             run_load "$system" "$size" "$MSGS" "$W/$system-$size"
-            rows+=("$(printf '%-8s %7s %7s %8s %9s %10s %9s %6s  %s' "$system" "$size" "$MSGS" "$R_SECS" "$R_RATE" "$R_CPU_MS" "$R_MEM_MB" "$R_OTHER" "$R_STATUS")")
+            rows+=("$(printf '%-11s %7s %7s %8s %9s %10s %9s %6s  %s' "$system" "$size" "$MSGS" "$R_SECS" "$R_RATE" "$R_CPU_MS" "$R_MEM_MB" "$R_OTHER" "$R_STATUS")")
             [[ $R_STATUS == ok ]] && rate[$system-$size]=$R_RATE
             [[ -n $R_DETAIL ]] && rows+=("         ^ $R_DETAIL")
         done
@@ -864,10 +879,11 @@ main() {
         echo "antemx relay benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
         echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), $(df -T "$W" | awk 'NR==2 {print $2}') disk"
         echo "antemx: $ANTEMX_BIN ($ANTEMX_ORIGIN), RUST_LOG=$ANTEMX_LOG"
+        [[ -n ${BASE_BIN:-} ]] && echo "antemx-base: $BASE_BIN (commit $BASE_COMMIT)"
         echo "postfix: $("$POSTCONF" -dh mail_version), logging: $POSTFIX_LOG"
         echo "load: smtp-source -s $SESSIONS -m $MSGS$([[ $REUSE == 1 ]] && echo " -d") -l SIZE; sink: smtp-sink on 127.0.0.1"
         echo
-        printf '%-8s %7s %7s %8s %9s %10s %9s %6s  %s\n' system size msgs seconds "msg/s" "CPU ms/msg" "peak MB" "other%" status
+        printf '%-11s %7s %7s %8s %9s %10s %9s %6s  %s\n' system size msgs seconds "msg/s" "CPU ms/msg" "peak MB" "other%" status
         printf '%s\n' "${rows[@]}"
         echo
         for size in $SIZES; do
@@ -876,6 +892,11 @@ main() {
                 echo "ratio antemx/Postfix msg/s at $size bytes: $(calc "${rate[antemx-$size]} / ${rate[postfix-$size]}" 2)x"
             else
                 echo "ratio antemx/Postfix msg/s at $size bytes: n/a (a run did not complete)"
+            fi
+        done
+        for size in $SIZES; do
+            if [[ -n ${rate[antemx-$size]:-} && -n ${rate[antemx-base-$size]:-} ]]; then
+                echo "ratio antemx/antemx-base msg/s at $size bytes: $(calc "${rate[antemx-$size]} / ${rate[antemx-base-$size]}" 2)x"
             fi
         done
         echo "idle: $IDLE_RESULT"

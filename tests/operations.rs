@@ -3,31 +3,14 @@
 
 mod common;
 
-use common::{queue_id, wait_for, Client, Node, Setup, Sink};
+use common::{http_get, queue_id, wait_for, Client, Node, Setup, Sink};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
 const MESSAGE: &str = "From: alice@sender.test\r\nSubject: ops\r\n\r\nbody\r\n";
-
-fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: antemx\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
 
 /// Parses the page with the reference parser (prometheus_client) and returns
 /// `name{labels}` → value, labels sorted.

@@ -12,6 +12,25 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often what the classifier learned on the mail path (auto-learning,
+/// releases) is written: saving rewrites whole chunks of its table, too
+/// much to do per message; a crash loses at most this much learning.
+const SAVE_LEARNED_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes the classifier's learning now and then, for as long as the node
+/// runs (and once more at shutdown, in `start`).
+async fn save_learned(bayes: Arc<Bayes>) {
+    loop {
+        smol::Timer::after(SAVE_LEARNED_EVERY).await;
+        if bayes.unsaved() {
+            let bayes = bayes.clone();
+            if let Err(e) = smol::unblock(move || bayes.save()).await {
+                log::error!("classifier statistics not saved: {e}");
+            }
+        }
+    }
+}
+
 /// How long SIGTERM waits for sessions receiving a message.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -77,7 +96,7 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
         store.clone(),
         queue.clone(),
         sideline.clone(),
-        bayes,
+        bayes.clone(),
     )?);
 
     let mut smtp_listeners = Vec::new();
@@ -98,8 +117,11 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
         store: store.clone(),
         receiver: receiver.clone(),
         sideline: sideline.clone(),
+        bayes: bayes.clone(),
     };
     smol::spawn(crate::web::serve(web, web_node)).detach();
+    let learner = bayes.clone();
+    smol::spawn(async move { save_learned(learner).await }).detach();
     smol::spawn(async move { sideline.run().await }).detach();
     let policies = receiver.clone();
     smol::spawn(async move { policies.policies().run().await }).detach();
@@ -140,6 +162,11 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
             "{left} sessions still open after {}s; closing them",
             SHUTDOWN_GRACE.as_secs()
         );
+    }
+    if bayes.unsaved() {
+        if let Err(e) = bayes.save() {
+            log::error!("classifier statistics not saved: {e}");
+        }
     }
     smol::block_on(store.flush()).map_err(|e| format!("final flush: {e}"))?;
     log::info!("stopped");

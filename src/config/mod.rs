@@ -114,6 +114,9 @@ pub struct Filter {
     pub trusted_networks: Vec<Network>,
     /// Whether clients without (forward-confirmed) reverse DNS score.
     pub reverse_dns: bool,
+    /// Whether the classifier learns from messages the other rules judged
+    /// with confidence.
+    pub autolearn: bool,
     /// Recipient verification (`verify_recipients` domains): how long an
     /// answer of the customer's server is remembered, and how long one
     /// callout may take.
@@ -439,6 +442,8 @@ struct RawFilter {
     trusted_networks: Vec<Spanned<String>>,
     #[serde(default = "default_true")]
     reverse_dns: bool,
+    #[serde(default)]
+    autolearn: bool,
     #[serde(default = "default_verify_positive_ttl")]
     verify_positive_ttl: Span,
     #[serde(default = "default_verify_negative_ttl")]
@@ -547,6 +552,7 @@ impl Default for RawFilter {
             blocked_extensions: None,
             trusted_networks: default_trusted_networks(),
             reverse_dns: true,
+            autolearn: false,
             verify_positive_ttl: default_verify_positive_ttl(),
             verify_negative_ttl: default_verify_negative_ttl(),
             verify_timeout: default_verify_timeout(),
@@ -821,6 +827,7 @@ impl Config {
                     })
                     .collect::<Result<Vec<_>, _>>()?,
                 reverse_dns: raw.filter.reverse_dns,
+                autolearn: raw.filter.autolearn,
                 blocked_extensions: raw.filter.blocked_extensions.map_or_else(
                     || {
                         crate::filter::checks::attachments::DEFAULT_BLOCKED

@@ -27,6 +27,7 @@ impl Receiver {
     /// threads.
     pub(super) async fn judge(&self, envelope: Envelope, message: Vec<u8>) -> Judged {
         let (config, pipeline) = self.pipeline();
+        let bayes = self.bayes.clone();
         let started = std::time::Instant::now();
         // One blocking thread per message parses it once and waits for its
         // DNS answers (bounded by the lookup deadline) before judging.
@@ -43,8 +44,14 @@ impl Receiver {
                         .take(300)
                         .collect()
                 };
+                let decision = pipeline.judge(&envelope, &content, &lookups);
+                if config.filter.autolearn {
+                    if let Some(class) = bayes.autolearn(&content, &decision) {
+                        log::debug!("filter: auto-learned as {class:?}");
+                    }
+                }
                 Judged {
-                    decision: pipeline.judge(&envelope, &content, &lookups),
+                    decision,
                     from: header("From"),
                     subject: header("Subject"),
                     date: header("Date"),

@@ -39,6 +39,7 @@ pub struct Node {
     pub store: Store,
     pub receiver: Arc<Receiver>,
     pub sideline: crate::sideline::Sideline,
+    pub bayes: Arc<crate::filter::checks::bayes::Bayes>,
 }
 
 /// A query parameter's value, percent-decoded; `None` when absent.
@@ -169,6 +170,16 @@ async fn metrics_page(node: &Node) -> Reply {
             "antemx_sideline_bytes",
             "Size of the messages held in the sideline store",
             sidelined_bytes as f64,
+        ),
+        (
+            "antemx_classifier_learned_spam",
+            "Messages the classifier has learned as spam",
+            f64::from(node.bayes.trained().0),
+        ),
+        (
+            "antemx_classifier_learned_ham",
+            "Messages the classifier has learned as ham",
+            f64::from(node.bayes.trained().1),
         ),
         (
             "antemx_disk_bytes",

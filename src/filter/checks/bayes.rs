@@ -54,6 +54,12 @@ pub const HAM_MAX: f64 = 4.0;
 /// The margin (log-odds) at which the contribution is half its maximum: a
 /// margin of 3.3 (probability 0.965) reaches `sideline_at` = 5 alone.
 const HALF_AT: f64 = 2.0;
+/// Auto-learning takes a message as ham only when the other rules say so
+/// with negative evidence (allow lists, sender authentication): a message
+/// that merely triggered nothing may be spam the rules missed, and learning
+/// it as ham would teach the classifier to miss it too.
+const AUTOLEARN_HAM_BELOW: f64 = -1.0;
+
 /// Margin beyond which [`Bayes::reinforce`] leaves a message alone: the
 /// classifier says it with probability 0.95.
 const CONFIDENT: f64 = 3.0;
@@ -216,6 +222,41 @@ impl Bayes {
             model.step(&features, class);
         }
         !confident
+    }
+
+    /// `[filter] autolearn`: learns a message the other rules judged with
+    /// confidence (spam from `reject_at`, ham below [`AUTOLEARN_HAM_BELOW`]);
+    /// the classifier's own opinion does not count, or it would only learn
+    /// its mistakes. Returns what it learned.
+    pub fn autolearn(
+        &self,
+        content: &Content,
+        decision: &crate::filter::Decision,
+    ) -> Option<Class> {
+        let others: f64 = decision
+            .hits()
+            .iter()
+            .filter(|h| !h.rule.starts_with("BAYES_"))
+            .map(|h| h.score)
+            .sum();
+        let allowed = decision
+            .hits()
+            .iter()
+            .any(|h| h.force == Some(crate::filter::Force::Allow));
+        let class = if others >= decision.thresholds().reject_at() {
+            Class::Spam
+        } else if others < AUTOLEARN_HAM_BELOW && !allowed {
+            Class::Ham
+        } else {
+            return None;
+        };
+        self.learn(content, class);
+        Some(class)
+    }
+
+    /// Whether something was learned since the last save.
+    pub fn unsaved(&self) -> bool {
+        !self.read().dirty.is_empty()
     }
 
     /// Writes what was learned since the last save, and flushes it to disk.
