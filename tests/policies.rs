@@ -249,3 +249,63 @@ fn a_client_that_talks_before_the_banner_is_marked() {
         .log()
         .contains("pregreet: client=[127.0.0.1] talked before the greeting"));
 }
+
+#[test]
+fn a_recipients_own_lists_decide_for_mail_to_that_recipient() {
+    let sink = Sink::start();
+    let mut node = node(&sink, "", "");
+    let lists = |node: &Node, args: &[&str]| {
+        let mut all = vec!["lists"];
+        all.extend_from_slice(args);
+        let out = node.cli(&all);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(lists(&node, &["add", "Bob@Example.com", "allow", "spam.test"]).0);
+    let (ok, out, _) = lists(
+        &node,
+        &["add", "bob@example.com", "block", "a@evil.test", "--json"],
+    );
+    assert!(ok);
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["allow"][0], "spam.test");
+    assert_eq!(shown["block"][0], "a@evil.test");
+    let (ok, _, err) = lists(&node, &["add", "bob@example.com", "allow", "a@b@c"]);
+    assert!(!ok && err.contains("not an address or a domain"), "{err}");
+    let (ok, _, err) = lists(&node, &["add", "bob@example.com", "maybe", "x.test"]);
+    assert!(!ok && err.contains("allow or block"), "{err}");
+
+    // The lists are on disk.
+    node.kill9();
+    node.restart();
+    let (_, out, _) = lists(&node, &["show", "bob@example.com"]);
+    assert!(out.contains("allow: spam.test"), "{out}");
+
+    // Allowed by Bob: delivered to Bob alone, not when Carol gets it too.
+    queue_id(&send(
+        &node,
+        "x@news.spam.test",
+        &["bob@example.com"],
+        SUSPECT,
+    ));
+    let delivered = sink.wait_messages(1, Duration::from_secs(20));
+    assert!(delivered[0].text().contains("USER_ALLOWLISTED"));
+    queue_id(&send(
+        &node,
+        "x@news.spam.test",
+        &["bob@example.com", "carol@example.com"],
+        SUSPECT,
+    ));
+    assert_eq!(sidelined(&node).len(), 1);
+    // Blocked by Bob.
+    let (code, text) = send(&node, "a@evil.test", &["bob@example.com"], SUSPECT);
+    assert_eq!(code, 550, "{text}");
+    assert!(text.contains("USER_BLOCKLISTED"), "{text}");
+    // Off the list: judged by the score again.
+    assert!(lists(&node, &["remove", "bob@example.com", "a@evil.test"]).0);
+    queue_id(&send(&node, "a@evil.test", &["bob@example.com"], SUSPECT));
+    assert_eq!(sidelined(&node).len(), 2);
+}

@@ -3,6 +3,7 @@
 
 mod admin;
 mod check_dns;
+mod lists;
 mod notify;
 mod queue;
 mod scan;
@@ -32,6 +33,7 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     Queue(queue::QueueArgs),
     Sideline(sideline::SidelineArgs),
+    Lists(lists::ListsArgs),
     CheckDns(check_dns::CheckDnsArgs),
     Scan(scan::ScanArgs),
     Train(train::TrainArgs),
@@ -68,6 +70,7 @@ pub fn main() -> i32 {
         },
         Command::Queue(args) => queue::run(args),
         Command::Sideline(args) => sideline::run(args),
+        Command::Lists(args) => lists::run(args),
         Command::CheckDns(args) => check_dns::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Train(args) => train::run(args),

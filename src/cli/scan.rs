@@ -80,7 +80,19 @@ pub fn run(args: ScanArgs) -> i32 {
             config.node.data_dir.display()
         );
     }
-    let pipeline = Pipeline::standard(&config, bayes.map(|(_, b)| b));
+    let pipeline = match bayes {
+        Some((store, bayes)) => {
+            let pipeline = Pipeline::standard(&config, Some(bayes));
+            match crate::filter::user_lists::UserLists::open(&store) {
+                Ok(lists) => pipeline.with_user_lists(lists),
+                Err(e) => {
+                    eprintln!("antemx scan: recipients' sender lists: {e}");
+                    return 1;
+                }
+            }
+        }
+        None => Pipeline::standard(&config, None),
+    };
     let envelope = Envelope {
         client: args.client,
         helo: args.helo,

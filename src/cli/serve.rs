@@ -2,6 +2,7 @@
 
 use crate::config::{Config, Live};
 use crate::filter::checks::bayes::Bayes;
+use crate::filter::user_lists::UserLists;
 use crate::receive::Receiver;
 use crate::retry::Queue;
 use crate::sideline::Sideline;
@@ -118,6 +119,8 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
         receiver: receiver.clone(),
         sideline: sideline.clone(),
         bayes: bayes.clone(),
+        user_lists: UserLists::open(&store)
+            .map_err(|e| format!("recipients' sender lists: {e}"))?,
     };
     smol::spawn(crate::web::serve(web, web_node)).detach();
     let learner = bayes.clone();

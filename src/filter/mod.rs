@@ -23,6 +23,7 @@ pub mod checks;
 pub mod content;
 pub mod lookups;
 pub mod stamp;
+pub mod user_lists;
 
 pub use content::Content;
 pub use lookups::Lookups;
@@ -253,6 +254,12 @@ pub trait Check: Send + Sync {
     fn lookups(&self, _lookups: &Lookups) -> Vec<Hit> {
         Vec::new()
     }
+
+    /// End of DATA: the whole envelope, for evidence about all recipients
+    /// at once.
+    fn envelope(&self, _sender: Option<&str>, _recipients: &[String]) -> Vec<Hit> {
+        Vec::new()
+    }
 }
 
 /// A check shared with its owner, as the Bayes classifier is with whoever
@@ -275,6 +282,9 @@ impl<C: Check + ?Sized> Check for std::sync::Arc<C> {
     }
     fn lookups(&self, lookups: &Lookups) -> Vec<Hit> {
         (**self).lookups(lookups)
+    }
+    fn envelope(&self, sender: Option<&str>, recipients: &[String]) -> Vec<Hit> {
+        (**self).envelope(sender, recipients)
     }
 }
 
@@ -322,6 +332,13 @@ impl Pipeline {
                 .collect(),
             ..Pipeline::new(all, config.filter.thresholds)
         }
+    }
+
+    /// Adds the recipients' own allow and block lists.
+    pub fn with_user_lists(mut self, lists: user_lists::UserLists) -> Pipeline {
+        self.checks
+            .push(Box::new(checks::user_lists::UserListCheck::new(lists)));
+        self
     }
 
     /// Judges a whole message at once, with whatever envelope is known about
@@ -395,7 +412,7 @@ impl<'p> Session<'p> {
         Transaction {
             pipeline: self.pipeline,
             sender,
-            recipients: 0,
+            recipients: Vec::new(),
             hits,
             thresholds: None,
         }
@@ -408,7 +425,7 @@ impl<'p> Session<'p> {
 pub struct Transaction<'p, 'm> {
     pipeline: &'p Pipeline,
     sender: Option<&'m str>,
-    recipients: usize,
+    recipients: Vec<String>,
     hits: Vec<Hit>,
     /// The strictest thresholds of the recipients so far: one message is
     /// one verdict, and no recipient gets less protection than it asked for.
@@ -421,12 +438,12 @@ impl Transaction<'_, '_> {
         let rcpt = Rcpt {
             sender: self.sender,
             recipient,
-            before: self.recipients,
+            before: self.recipients.len(),
         };
         for check in &self.pipeline.checks {
             self.hits.extend(check.rcpt(&rcpt));
         }
-        self.recipients += 1;
+        self.recipients.push(recipient.to_string());
         let mine = self.pipeline.thresholds_for(recipient);
         self.thresholds = Some(self.thresholds.map_or(mine, |t| t.strictest(mine)));
     }
@@ -436,6 +453,8 @@ impl Transaction<'_, '_> {
         for check in &self.pipeline.checks {
             self.hits.extend(check.data(content));
             self.hits.extend(check.lookups(lookups));
+            self.hits
+                .extend(check.envelope(self.sender, &self.recipients));
         }
         let thresholds = self.thresholds.unwrap_or(self.pipeline.thresholds);
         Decision::new(self.hits, thresholds)

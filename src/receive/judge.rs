@@ -86,7 +86,10 @@ impl Receiver {
                 (config, pipeline.clone())
             }
             _ => {
-                let pipeline = Arc::new(Pipeline::standard(&config, Some(self.bayes.clone())));
+                let pipeline = Arc::new(
+                    Pipeline::standard(&config, Some(self.bayes.clone()))
+                        .with_user_lists(self.user_lists.clone()),
+                );
                 *cached = Some((config.clone(), pipeline.clone()));
                 (config, pipeline)
             }

@@ -17,6 +17,7 @@ pub use verify::Selector;
 
 use crate::config::{Config, Live};
 use crate::filter::checks::bayes::Bayes;
+use crate::filter::user_lists::UserLists;
 use crate::filter::Pipeline;
 use crate::retry::Queue;
 use crate::sideline::Sideline;
@@ -35,6 +36,7 @@ pub struct Receiver {
     queue: Queue,
     sideline: Sideline,
     bayes: Arc<Bayes>,
+    user_lists: UserLists,
     /// The filter built for a config, kept until a reload replaces it.
     pipeline: Mutex<Option<(Arc<Config>, Arc<Pipeline>)>>,
     tls: Option<TlsAcceptor>,
@@ -78,8 +80,11 @@ impl Receiver {
         let (stop, stopped) = async_channel::bounded(1);
         let policies =
             Policies::open(live.clone(), &store).map_err(|e| format!("recipient policies: {e}"))?;
+        let user_lists =
+            UserLists::open(&store).map_err(|e| format!("recipients' sender lists: {e}"))?;
         Ok(Receiver {
             policies,
+            user_lists,
             stop,
             stopped,
             live,

@@ -2,6 +2,7 @@
 //! accepted only from loopback, so only someone on the node can use them.
 
 mod admin;
+mod lists;
 mod sideline;
 mod verify;
 
@@ -40,6 +41,7 @@ pub struct Node {
     pub receiver: Arc<Receiver>,
     pub sideline: crate::sideline::Sideline,
     pub bayes: Arc<crate::filter::checks::bayes::Bayes>,
+    pub user_lists: crate::filter::user_lists::UserLists,
 }
 
 /// A query parameter's value, percent-decoded; `None` when absent.
@@ -47,6 +49,11 @@ pub fn query_value(query: &str, name: &str) -> Option<String> {
     let raw = query
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
+    Some(percent_decode(&raw.replace('+', " ")))
+}
+
+/// `%40` and the like turned back into their bytes.
+fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -60,17 +67,13 @@ pub fn query_value(query: &str, name: &str) -> Option<String> {
                 out.push(byte);
                 i += 3;
             }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
             (byte, _) => {
                 out.push(byte);
                 i += 1;
             }
         }
     }
-    Some(String::from_utf8_lossy(&out).into_owned())
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub async fn serve(listener: TcpListener, node: Node) {
@@ -116,11 +119,19 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Rep
         return metrics_page(node).await;
     }
     if let Some(rest) = admin_path {
-        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let decoded: Vec<String> = rest
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(percent_decode)
+            .collect();
+        let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
         let query = request.uri().query().unwrap_or("");
         return match parts.as_slice() {
             ["sideline", rest @ ..] => {
                 sideline::handle(request.method(), rest, query, &node.sideline).await
+            }
+            ["lists", rest @ ..] => {
+                lists::handle(request.method(), rest, query, &node.user_lists, &node.store).await
             }
             ["verify", rest @ ..] => {
                 verify::handle(request.method(), rest, query, node.receiver.policies()).await

@@ -18,6 +18,7 @@ pub mod pregreet;
 pub mod reverse_dns;
 pub mod sender_lists;
 pub mod uribl;
+pub mod user_lists;
 
 use super::Check;
 use crate::config::Config;

@@ -39,7 +39,7 @@ impl SenderPattern {
         }
     }
 
-    fn matches(&self, sender: &str) -> bool {
+    pub fn matches(&self, sender: &str) -> bool {
         let Some((local, domain)) = sender.rsplit_once('@') else {
             return false;
         };
