@@ -34,16 +34,6 @@ fn send(node: &Node, body: &str) -> (u16, String) {
     client.send_message("alice@sender.test", &["bob@example.com"], &message(body))
 }
 
-fn sidelined(node: &Node) -> Vec<serde_json::Value> {
-    let out = node.cli(&["sideline", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn a_listed_client_scores_the_zone_weight_or_its_code_weight() {
     let (sink, dns) = (Sink::start(), DnsServer::start());
@@ -126,7 +116,7 @@ fn linked_domains_are_asked_of_uribl_zones() {
         &node,
         "Click <http://www.EVIL.example/win> or http://fine.example/ now",
     ));
-    let entries = sidelined(&node);
+    let entries = node.sidelined();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["id"], id.as_str());
     assert_eq!(entries[0]["rules"][0]["name"], "URIBL_LISTED");

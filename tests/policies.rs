@@ -38,16 +38,6 @@ fn send(node: &Node, from: &str, to: &[&str], message: &str) -> (u16, String) {
     client.send_message(from, to, message)
 }
 
-fn sidelined(node: &Node) -> Vec<serde_json::Value> {
-    let out = node.cli(&["sideline", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn an_allowed_sender_is_accepted_whatever_the_score_but_not_gtube() {
     let sink = Sink::start();
@@ -75,7 +65,7 @@ fn an_allowed_sender_is_accepted_whatever_the_score_but_not_gtube() {
         &["bob@example.com"],
         SUSPECT,
     ));
-    assert_eq!(sidelined(&node).len(), 1);
+    assert_eq!(node.sidelined().len(), 1);
     // The test string is refused whoever sends it.
     let (code, text) = send(&node, "ceo@boss.test", &["bob@example.com"], GTUBE);
     assert_eq!(code, 550, "{text}");
@@ -112,7 +102,7 @@ fn each_domain_judges_by_its_own_thresholds_and_mixed_messages_by_the_strictest(
         &["bob@example.com", "eve@example.net"],
         SUSPECT,
     ));
-    let entries = sidelined(&node);
+    let entries = node.sidelined();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["id"], id.as_str());
 }
@@ -127,7 +117,7 @@ fn blocked_attachments_are_sidelined_or_refused() {
         &["bob@example.com"],
         &exe_as_pdf(),
     ));
-    let entries = sidelined(&node_sideline);
+    let entries = node_sideline.sidelined();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["rules"][0]["name"], "ATTACH_EXECUTABLE");
     assert_eq!(
@@ -299,7 +289,7 @@ fn a_recipients_own_lists_decide_for_mail_to_that_recipient() {
         &["bob@example.com", "carol@example.com"],
         SUSPECT,
     ));
-    assert_eq!(sidelined(&node).len(), 1);
+    assert_eq!(node.sidelined().len(), 1);
     // Blocked by Bob.
     let (code, text) = send(&node, "a@evil.test", &["bob@example.com"], SUSPECT);
     assert_eq!(code, 550, "{text}");
@@ -307,5 +297,5 @@ fn a_recipients_own_lists_decide_for_mail_to_that_recipient() {
     // Off the list: judged by the score again.
     assert!(lists(&node, &["remove", "bob@example.com", "a@evil.test"]).0);
     queue_id(&send(&node, "a@evil.test", &["bob@example.com"], SUSPECT));
-    assert_eq!(sidelined(&node).len(), 2);
+    assert_eq!(node.sidelined().len(), 2);
 }

@@ -39,16 +39,6 @@ fn sideline(node: &Node, args: &[&str]) -> std::process::Output {
     node.cli(&all)
 }
 
-fn list(node: &Node) -> Vec<serde_json::Value> {
-    let out = sideline(node, &["list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn spool_files(node: &Node) -> usize {
     std::fs::read_dir(node.dir.join("data/spool"))
         .map(|d| d.count())
@@ -102,7 +92,7 @@ fn gtube_is_refused_and_nothing_is_kept() {
     // The session goes on after a refusal.
     let id = queue_id(&send(&node, &clean()));
     assert_eq!(sink.wait_messages(1, Duration::from_secs(20)).len(), 1);
-    assert!(list(&node).is_empty());
+    assert!(node.sidelined().is_empty());
     assert!(wait_for(Duration::from_secs(10), || node
         .queue()
         .is_empty()));
@@ -126,7 +116,7 @@ fn suspect_mail_is_sidelined_explained_and_released_exactly_once() {
     assert_eq!(delivered.len(), 1);
     assert!(delivered[0].text().contains("Subject: lunch"));
 
-    let entries = list(&node);
+    let entries = node.sidelined();
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
     assert_eq!(entry["id"], id.as_str());
@@ -208,7 +198,7 @@ fn suspect_mail_is_sidelined_explained_and_released_exactly_once() {
         "{released}"
     );
     assert!(released.ends_with(SUSPECT), "{released}");
-    assert!(list(&node).is_empty());
+    assert!(node.sidelined().is_empty());
     assert_eq!(spool_files(&node), 0);
 
     let again = sideline(&node, &["release", &id]);
@@ -222,7 +212,7 @@ fn sidelined_mail_is_on_disk_before_250() {
     let id = queue_id(&send(&node, SUSPECT));
     node.kill9();
     node.restart();
-    let entries = list(&node);
+    let entries = node.sidelined();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["id"], id.as_str());
     let out = sideline(&node, &["release", &id, "--json"]);
@@ -300,8 +290,10 @@ fn retention_purges_and_frees_disk() {
     }
     let spool = node.dir.join("data/spool");
     assert!(dir_bytes(&spool) > 2_000_000);
-    assert_eq!(list(&node).len(), 10);
-    assert!(wait_for(Duration::from_secs(20), || list(&node).is_empty()
+    assert_eq!(node.sidelined().len(), 10);
+    assert!(wait_for(Duration::from_secs(20), || node
+        .sidelined()
+        .is_empty()
         && spool_files(&node) == 0));
     assert!(node.log().contains("sideline: purged 10 messages"));
     assert!(sink.messages().is_empty());

@@ -231,10 +231,19 @@ impl Node {
 
     /// `antemx queue list --json`, parsed.
     pub fn queue(&self) -> Vec<serde_json::Value> {
-        let out = self.cli(&["queue", "list", "--json"]);
+        self.listing("queue")
+    }
+
+    /// `antemx sideline list --json`, parsed.
+    pub fn sidelined(&self) -> Vec<serde_json::Value> {
+        self.listing("sideline")
+    }
+
+    fn listing(&self, what: &str) -> Vec<serde_json::Value> {
+        let out = self.cli(&[what, "list", "--json"]);
         assert!(
             out.status.success(),
-            "queue list failed: {}",
+            "{what} list failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
