@@ -95,6 +95,23 @@ pub struct Filter {
     /// All DNS lookups of one message end by then; what has not answered
     /// counts as not listed.
     pub lookup_deadline: Duration,
+    /// What a DMARC failure does when the From domain publishes `p=reject`.
+    pub dmarc_reject: DmarcAction,
+    /// What a DMARC failure does when the From domain publishes `p=quarantine`.
+    pub dmarc_quarantine: DmarcAction,
+}
+
+/// What a DMARC failure under a domain's policy does to a message. It acts
+/// through the score, like every other evidence: see `checks::dmarc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcAction {
+    /// Scores enough to be refused with 550 5.7.1.
+    Reject,
+    /// Scores enough to be sidelined, not enough to be refused.
+    Sideline,
+    /// Counts as ordinary evidence, a few points.
+    Score,
 }
 
 /// One DNS list zone and what its answers weigh.
@@ -386,6 +403,19 @@ struct RawFilter {
     uribl: Vec<Spanned<RawDnsList>>,
     #[serde(default = "default_lookup_deadline")]
     lookup_deadline: Span,
+    #[serde(default = "default_dmarc_reject")]
+    dmarc_reject: DmarcAction,
+    #[serde(default = "default_dmarc_quarantine")]
+    dmarc_quarantine: DmarcAction,
+}
+
+// RFC 7489 §6.3: receivers are asked to refuse mail failing under p=reject
+// and to treat it as suspicious under p=quarantine.
+fn default_dmarc_reject() -> DmarcAction {
+    DmarcAction::Reject
+}
+fn default_dmarc_quarantine() -> DmarcAction {
+    DmarcAction::Sideline
 }
 
 #[derive(Deserialize)]
@@ -438,6 +468,8 @@ impl Default for RawFilter {
             dnsbl: Vec::new(),
             uribl: Vec::new(),
             lookup_deadline: default_lookup_deadline(),
+            dmarc_reject: default_dmarc_reject(),
+            dmarc_quarantine: default_dmarc_quarantine(),
         }
     }
 }
@@ -625,6 +657,8 @@ impl Config {
                 dnsbl,
                 uribl,
                 lookup_deadline: raw.filter.lookup_deadline.0,
+                dmarc_reject: raw.filter.dmarc_reject,
+                dmarc_quarantine: raw.filter.dmarc_quarantine,
             },
             sideline: Sideline {
                 retention: raw.sideline.retention.0,
@@ -725,6 +759,23 @@ mod tests {
         let text = format!("{MINIMAL}[filter]\nsideline_at = 5.0\nrejct_at = 6.0\n");
         let (line, message) = Config::parse(&text).unwrap_err();
         assert_eq!(line, Some(6), "{message}");
+    }
+
+    #[test]
+    fn dmarc_actions() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.filter.dmarc_reject, DmarcAction::Reject);
+        assert_eq!(config.filter.dmarc_quarantine, DmarcAction::Sideline);
+        let text = format!(
+            "{MINIMAL}[filter]\ndmarc_reject = \"sideline\"\ndmarc_quarantine = \"score\"\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.filter.dmarc_reject, DmarcAction::Sideline);
+        assert_eq!(config.filter.dmarc_quarantine, DmarcAction::Score);
+        let text = format!("{MINIMAL}[filter]\nsideline_at = 5.0\ndmarc_reject = \"bounce\"\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(6), "{message}");
+        assert!(message.contains("bounce"), "{message}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the checks judge. A lookup that fails or is late is logged and is simply
 //! absent: its check contributes nothing and mail keeps flowing.
 
-use super::checks::{dnsbl, uribl};
+use super::checks::{auth, dnsbl, uribl};
 use super::{Content, Envelope};
 use crate::config::{Config, DnsList};
 use crate::dns::{DnsError, Resolver};
@@ -18,6 +18,8 @@ pub struct Lookups {
     pub client_listings: Vec<Listing>,
     /// URI blocklist zones that list a domain the message links to.
     pub link_listings: Vec<Listing>,
+    /// SPF, DKIM, ARC and DMARC; `None` when not evaluated (no client).
+    pub auth: Option<auth::Authentication>,
 }
 
 /// One zone listing one thing.
@@ -33,19 +35,24 @@ pub struct Listing {
 /// Asks every configured list about the message, concurrently.
 pub async fn gather(config: &Config, envelope: &Envelope, content: &Content<'_>) -> Lookups {
     let filter = &config.filter;
-    if filter.dnsbl.is_empty() && filter.uribl.is_empty() {
-        return Lookups::default();
-    }
-    let resolver = Resolver::new(&config.dns.servers, config.dns.timeout);
     let deadline = Instant::now() + filter.lookup_deadline;
-    let (client_listings, link_listings) = smol::future::zip(
-        dnsbl::lookup(&resolver, &filter.dnsbl, envelope.client, deadline),
-        uribl::lookup(&resolver, &filter.uribl, content, deadline),
-    )
-    .await;
+    let lists = async {
+        if filter.dnsbl.is_empty() && filter.uribl.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let resolver = Resolver::new(&config.dns.servers, config.dns.timeout);
+        smol::future::zip(
+            dnsbl::lookup(&resolver, &filter.dnsbl, envelope.client, deadline),
+            uribl::lookup(&resolver, &filter.uribl, content, deadline),
+        )
+        .await
+    };
+    let ((client_listings, link_listings), auth) =
+        smol::future::zip(lists, auth::lookup(config, envelope, content, deadline)).await;
     Lookups {
         client_listings,
         link_listings,
+        auth,
     }
 }
 

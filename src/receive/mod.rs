@@ -9,6 +9,8 @@ mod received;
 mod session;
 mod tls;
 
+pub use judge::FILTER_BYTES;
+
 use crate::config::{Config, Live};
 use crate::filter::checks::bayes::Bayes;
 use crate::filter::Pipeline;

@@ -496,6 +496,7 @@ impl<'a> Session<'a> {
             &self.config.node.hostname,
             decision,
             self.config.filter.thresholds.sideline_at(),
+            judged.auth.as_ref(),
         );
         let stored = smol::unblock(move || spool.commit()).await;
         let kept = match (stored, verdict) {

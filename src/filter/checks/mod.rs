@@ -2,7 +2,11 @@
 //! classifier is added beside them because it needs the node's store and is
 //! also trained, not only asked.
 
+pub mod arc;
+pub mod auth;
 pub mod bayes;
+pub mod dkim;
+pub mod dmarc;
 pub mod dnsbl;
 pub mod gtube;
 pub mod helo;
@@ -11,6 +15,7 @@ pub mod link_mismatch;
 pub mod missing_headers;
 pub mod multi_rcpt_bounce;
 pub mod own_sender;
+pub mod spf;
 pub mod uribl;
 
 use super::Check;
@@ -34,5 +39,9 @@ pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
         Box::new(link_mismatch::LinkMismatch),
         Box::new(dnsbl::Dnsbl),
         Box::new(uribl::Uribl),
+        Box::new(spf::SpfCheck),
+        Box::new(dkim::DkimCheck),
+        Box::new(arc::ArcCheck),
+        Box::new(dmarc::DmarcCheck::new(&config.filter)),
     ]
 }
