@@ -106,6 +106,19 @@ pub async fn check_spf(
     deadline: Instant,
 ) -> Option<spf::Spf> {
     let identity = spf::identity(helo, sender)?;
+    // An IPv4 client on a dual-stack listener shows as ::ffff:a.b.c.d;
+    // SPF must judge it as the IPv4 address it is (RFC 7208 §5).
+    let ip = ip.to_canonical();
+    // RFC 7208 §4.3: a malformed domain is "none" before any lookup
+    // (mail-auth would ask the DNS about it, or call it permerror).
+    if !well_formed(identity.domain()) {
+        return Some(spf::Spf {
+            result: SpfResult::None,
+            ip,
+            domain: identity.domain().to_string(),
+            identity,
+        });
+    }
     let evaluated = within(
         deadline,
         spf::evaluate(authenticator, hostname, ip, helo, &identity),
@@ -131,6 +144,17 @@ pub async fn check_spf(
         identity,
         domain,
     })
+}
+
+/// A domain SPF can be asked about: several labels of 1 to 63 bytes, at
+/// most 253 in all, not an address literal (`[192.0.2.1]`).
+fn well_formed(domain: &str) -> bool {
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    let labels: Vec<&str> = domain.split('.').collect();
+    !domain.starts_with('[')
+        && domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| (1..=63).contains(&l.len()))
 }
 
 /// Evaluates SPF, DKIM, ARC and DMARC for a message received from a client
@@ -446,6 +470,17 @@ mod tests {
         assert_eq!(pvalue(""), "\"\"");
         assert_eq!(comment(Some("bad (key)\r\nX: y")), " (bad keyX: y)");
         assert_eq!(comment(None), "");
+    }
+
+    #[test]
+    fn malformed_identities_are_not_looked_up() {
+        assert!(well_formed("sender.test"));
+        assert!(well_formed("mail.sender.test."));
+        assert!(!well_formed("localhost"));
+        assert!(!well_formed("a...sender.test"));
+        assert!(!well_formed("[192.0.2.1]"));
+        assert!(!well_formed(&format!("{}.test", "a".repeat(64))));
+        assert!(!well_formed(""));
     }
 
     #[test]
