@@ -3,6 +3,7 @@
 
 mod admin;
 mod check_dns;
+mod check_spf;
 mod notify;
 mod queue;
 mod scan;
@@ -32,6 +33,7 @@ enum Command {
     Queue(queue::QueueArgs),
     Sideline(sideline::SidelineArgs),
     CheckDns(check_dns::CheckDnsArgs),
+    CheckSpf(check_spf::CheckSpfArgs),
     Scan(scan::ScanArgs),
     Train(train::TrainArgs),
 }
@@ -67,6 +69,7 @@ pub fn main() -> i32 {
         Command::Queue(args) => queue::run(args),
         Command::Sideline(args) => sideline::run(args),
         Command::CheckDns(args) => check_dns::run(args),
+        Command::CheckSpf(args) => check_spf::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Train(args) => train::run(args),
     }
