@@ -31,10 +31,16 @@ fn key(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// A name as DNS data, tolerant of what test zones hold (underscores, odd
-/// characters).
+/// A name as DNS data, its labels taken as raw bytes: test zones hold
+/// underscores and worse (`foo:bar/baz.example.com`).
 pub fn name(text: &str) -> Name {
-    Name::from_str_relaxed(format!("{}.", key(text))).unwrap()
+    Name::from_labels(
+        key(text)
+            .split('.')
+            .filter(|l| !l.is_empty())
+            .map(str::as_bytes),
+    )
+    .unwrap()
 }
 
 impl DnsServer {
