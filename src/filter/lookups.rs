@@ -32,7 +32,8 @@ pub struct Listing {
     pub weight: f64,
 }
 
-/// Asks every configured list about the message, concurrently.
+/// Asks every configured list about the message and authenticates its
+/// sender, all concurrently.
 pub async fn gather(config: &Config, envelope: &Envelope, content: &Content<'_>) -> Lookups {
     let filter = &config.filter;
     let deadline = Instant::now() + filter.lookup_deadline;
