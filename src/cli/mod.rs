@@ -3,6 +3,7 @@
 
 mod admin;
 mod check_dns;
+mod check_spf;
 mod lists;
 mod notify;
 mod queue;
@@ -35,6 +36,7 @@ enum Command {
     Sideline(sideline::SidelineArgs),
     Lists(lists::ListsArgs),
     CheckDns(check_dns::CheckDnsArgs),
+    CheckSpf(check_spf::CheckSpfArgs),
     Scan(scan::ScanArgs),
     Train(train::TrainArgs),
     Verify(verify::VerifyArgs),
@@ -72,6 +74,7 @@ pub fn main() -> i32 {
         Command::Sideline(args) => sideline::run(args),
         Command::Lists(args) => lists::run(args),
         Command::CheckDns(args) => check_dns::run(args),
+        Command::CheckSpf(args) => check_spf::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Train(args) => train::run(args),
         Command::Verify(args) => verify::run(args),

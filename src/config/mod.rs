@@ -129,6 +129,23 @@ pub struct Filter {
     pub greylist_delay: Duration,
     pub greylist_expiry: Duration,
     pub greylist_lifetime: Duration,
+    /// What a DMARC failure does when the From domain publishes `p=reject`.
+    pub dmarc_reject: DmarcAction,
+    /// What a DMARC failure does when the From domain publishes `p=quarantine`.
+    pub dmarc_quarantine: DmarcAction,
+}
+
+/// What a DMARC failure under a domain's policy does to a message. It acts
+/// through the score, like every other evidence: see `checks::dmarc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcAction {
+    /// Scores enough to be refused with 550 5.7.1.
+    Reject,
+    /// Scores enough to be sidelined, not enough to be refused.
+    Sideline,
+    /// Counts as ordinary evidence, a few points.
+    Score,
 }
 
 /// One DNS list zone and what its answers weigh.
@@ -456,6 +473,10 @@ struct RawFilter {
     greylist_expiry: Spanned<Span>,
     #[serde(default = "default_greylist_lifetime")]
     greylist_lifetime: Span,
+    #[serde(default = "default_dmarc_reject")]
+    dmarc_reject: DmarcAction,
+    #[serde(default = "default_dmarc_quarantine")]
+    dmarc_quarantine: DmarcAction,
 }
 
 fn default_trusted_networks() -> Vec<Spanned<String>> {
@@ -476,6 +497,15 @@ enum AttachmentAction {
     Sideline,
     Reject,
     Off,
+}
+
+// RFC 7489 §6.3: receivers are asked to refuse mail failing under p=reject
+// and to treat it as suspicious under p=quarantine.
+fn default_dmarc_reject() -> DmarcAction {
+    DmarcAction::Reject
+}
+fn default_dmarc_quarantine() -> DmarcAction {
+    DmarcAction::Sideline
 }
 
 #[derive(Deserialize)]
@@ -559,6 +589,8 @@ impl Default for RawFilter {
             greylist_delay: default_greylist_delay(),
             greylist_expiry: default_greylist_expiry(),
             greylist_lifetime: default_greylist_lifetime(),
+            dmarc_reject: default_dmarc_reject(),
+            dmarc_quarantine: default_dmarc_quarantine(),
         }
     }
 }
@@ -847,6 +879,8 @@ impl Config {
                 greylist_delay: raw.filter.greylist_delay.get_ref().0,
                 greylist_expiry: raw.filter.greylist_expiry.get_ref().0,
                 greylist_lifetime: raw.filter.greylist_lifetime.0,
+                dmarc_reject: raw.filter.dmarc_reject,
+                dmarc_quarantine: raw.filter.dmarc_quarantine,
             },
             sideline: Sideline {
                 retention: raw.sideline.retention.0,
@@ -991,6 +1025,23 @@ mod tests {
         let text = format!("{MINIMAL}[filter]\ngreylist_delay = \"5h\"\n");
         let (line, _) = Config::parse(&text).unwrap_err();
         assert_eq!(line, Some(5));
+    }
+
+    #[test]
+    fn dmarc_actions() {
+        let config = Config::parse(MINIMAL).unwrap();
+        assert_eq!(config.filter.dmarc_reject, DmarcAction::Reject);
+        assert_eq!(config.filter.dmarc_quarantine, DmarcAction::Sideline);
+        let text = format!(
+            "{MINIMAL}[filter]\ndmarc_reject = \"sideline\"\ndmarc_quarantine = \"score\"\n"
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.filter.dmarc_reject, DmarcAction::Sideline);
+        assert_eq!(config.filter.dmarc_quarantine, DmarcAction::Score);
+        let text = format!("{MINIMAL}[filter]\nsideline_at = 5.0\ndmarc_reject = \"bounce\"\n");
+        let (line, message) = Config::parse(&text).unwrap_err();
+        assert_eq!(line, Some(6), "{message}");
+        assert!(message.contains("bounce"), "{message}");
     }
 
     #[test]

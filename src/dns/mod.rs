@@ -44,6 +44,11 @@ impl Resolver {
         Resolver { servers, timeout }
     }
 
+    /// The servers asked, in order.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
     /// MX hosts by preference; a domain without MX records has its own name as
     /// the implicit MX (RFC 5321 §5.1). A null MX (".") yields an empty list.
     pub async fn mx(&self, domain: &str) -> Result<Vec<String>, DnsError> {

@@ -4,7 +4,7 @@
 //! absent: its check contributes nothing and mail keeps flowing.
 
 use super::checks::reverse_dns::{self, ReverseDns};
-use super::checks::{dnsbl, uribl};
+use super::checks::{auth, dnsbl, uribl};
 use super::{Content, Envelope};
 use crate::config::{Config, DnsList};
 use crate::dns::{DnsError, Resolver};
@@ -22,6 +22,8 @@ pub struct Lookups {
     /// The client and what its reverse DNS says, when it was asked and
     /// answered.
     pub reverse_dns: Option<(std::net::IpAddr, ReverseDns)>,
+    /// SPF, DKIM, ARC and DMARC; `None` when not evaluated (no client).
+    pub auth: Option<auth::Authentication>,
 }
 
 /// One zone listing one thing.
@@ -34,16 +36,17 @@ pub struct Listing {
     pub weight: f64,
 }
 
-/// Asks every configured list about the message, and the client's reverse
-/// DNS, concurrently. Clients in `[filter] trusted_networks` are not asked
-/// about.
+/// Asks every configured list about the message, the client's reverse
+/// DNS, and authenticates the sender (SPF, DKIM, ARC, DMARC), all
+/// concurrently. Clients in `[filter] trusted_networks` are not judged by
+/// their address, nor their mail authenticated: a local relay is not the
+/// sender's server.
 pub async fn gather(config: &Config, envelope: &Envelope, content: &Content<'_>) -> Lookups {
     let filter = &config.filter;
     let client = envelope
         .client
         .filter(|ip| !filter.trusted_networks.iter().any(|n| n.contains(*ip)));
-    let asks_client = client.is_some() && (filter.reverse_dns || !filter.dnsbl.is_empty());
-    if !asks_client && filter.uribl.is_empty() {
+    if client.is_none() && filter.uribl.is_empty() {
         return Lookups::default();
     }
     let resolver = Resolver::new(&config.dns.servers, config.dns.timeout);
@@ -56,18 +59,22 @@ pub async fn gather(config: &Config, envelope: &Envelope, content: &Content<'_>)
             _ => None,
         }
     };
-    let ((client_listings, link_listings), reverse_dns) = smol::future::zip(
-        smol::future::zip(
-            dnsbl::lookup(&resolver, &filter.dnsbl, client, deadline),
-            uribl::lookup(&resolver, &filter.uribl, content, deadline),
-        ),
-        reverse,
-    )
-    .await;
+    let lists = smol::future::zip(
+        dnsbl::lookup(&resolver, &filter.dnsbl, client, deadline),
+        uribl::lookup(&resolver, &filter.uribl, content, deadline),
+    );
+    let untrusted = Envelope {
+        client,
+        ..envelope.clone()
+    };
+    let authenticate = auth::lookup(config, &untrusted, content, deadline);
+    let (((client_listings, link_listings), reverse_dns), auth) =
+        smol::future::zip(smol::future::zip(lists, reverse), authenticate).await;
     Lookups {
         client_listings,
         link_listings,
         reverse_dns,
+        auth,
     }
 }
 

@@ -3,6 +3,7 @@
 //! those names that arrived from outside: a sender must not be able to
 //! pre-set them and be trusted by the customer's mail server.
 
+use super::checks::auth::Authentication;
 use super::Decision;
 
 /// Headers that only antemx may set on mail it delivers.
@@ -13,8 +14,14 @@ const OURS: &[&str] = &[
     "authentication-results",
 ];
 
-/// The verdict headers for a decision, each line ending in CRLF.
-pub fn headers(hostname: &str, decision: &Decision, sideline_at: f64) -> String {
+/// The verdict headers for a decision and the sender authentication it
+/// was judged with, each line ending in CRLF.
+pub fn headers(
+    hostname: &str,
+    decision: &Decision,
+    sideline_at: f64,
+    auth: Option<&Authentication>,
+) -> String {
     let mut rules: Vec<&str> = decision.hits().iter().map(|h| h.rule).collect();
     rules.sort_unstable();
     rules.dedup();
@@ -28,10 +35,16 @@ pub fn headers(hostname: &str, decision: &Decision, sideline_at: f64) -> String 
     } else {
         "No"
     };
-    // No method results yet (SPF/DKIM/DMARC come with their checks);
-    // RFC 8601 says so with "none".
+    // One method result per folded line; RFC 8601 says "none" when no
+    // method was evaluated.
+    let results = auth.map(Authentication::results).unwrap_or_default();
+    let results = if results.is_empty() {
+        " none".to_string()
+    } else {
+        format!("\r\n\t{}", results.join(";\r\n\t"))
+    };
     format!(
-        "Authentication-Results: {hostname}; none\r\n\
+        "Authentication-Results: {hostname};{results}\r\n\
          X-Spam-Status: {spam}, score={:.1} required={sideline_at:.1} tests={tests}\r\n\
          X-Spam-Score: {:.1}\r\n",
         decision.score(),

@@ -20,6 +20,8 @@ pub struct Judged {
     pub from: String,
     pub subject: String,
     pub date: String,
+    /// SPF, DKIM, ARC and DMARC, for `Authentication-Results:`.
+    pub auth: Option<crate::filter::checks::auth::Authentication>,
 }
 
 impl Receiver {
@@ -55,6 +57,7 @@ impl Receiver {
                     from: header("From"),
                     subject: header("Subject"),
                     date: header("Date"),
+                    auth: lookups.auth.clone(),
                 }
             };
             // The parser reads what any sender wrote; should it panic, the
@@ -66,6 +69,7 @@ impl Receiver {
                     from: String::new(),
                     subject: String::new(),
                     date: String::new(),
+                    auth: None,
                 }
             })
         })

@@ -15,6 +15,8 @@ mod verify;
 pub use policy::Policies;
 pub use verify::Selector;
 
+pub use judge::FILTER_BYTES;
+
 use crate::config::{Config, Live};
 use crate::filter::checks::bayes::Bayes;
 use crate::filter::user_lists::UserLists;

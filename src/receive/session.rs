@@ -546,6 +546,7 @@ impl<'a> Session<'a> {
             &self.config.node.hostname,
             decision,
             decision.thresholds().sideline_at(),
+            judged.auth.as_ref(),
         );
         let stored = smol::unblock(move || spool.commit()).await;
         let kept = match (stored, verdict) {

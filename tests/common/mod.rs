@@ -101,11 +101,18 @@ pub struct Node {
     pub config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// The DNS server of a node whose test gave none: one that knows no
+    /// name, so that no test asks the machine's resolver (SPF, DMARC).
+    _dns: Option<dns::DnsServer>,
 }
 
 impl Node {
-    pub fn start(setup: Setup) -> Node {
+    pub fn start(mut setup: Setup) -> Node {
         let dir = temp_dir("node");
+        let own_dns = setup.dns.is_none().then(dns::DnsServer::start);
+        if let Some(dns) = &own_dns {
+            setup.dns = Some(dns.address);
+        }
         let mut node = Node {
             smtp: "127.0.0.1:0".parse().unwrap(),
             web: "127.0.0.1:0".parse().unwrap(),
@@ -113,6 +120,7 @@ impl Node {
             config: dir.join("antemx.toml"),
             dir,
             child: None,
+            _dns: own_dns,
         };
         // A port found free can be taken by a parallel test before antemx
         // binds it: then try other ports.

@@ -2,9 +2,13 @@
 //! classifier is added beside them because it needs the node's store and is
 //! also trained, not only asked.
 
+pub mod arc;
 pub mod attachments;
+pub mod auth;
 pub mod bayes;
 pub mod date_skew;
+pub mod dkim;
+pub mod dmarc;
 pub mod dnsbl;
 pub mod from_impersonation;
 pub mod gtube;
@@ -17,6 +21,7 @@ pub mod own_sender;
 pub mod pregreet;
 pub mod reverse_dns;
 pub mod sender_lists;
+pub mod spf;
 pub mod uribl;
 pub mod user_lists;
 
@@ -48,6 +53,10 @@ pub fn standard(config: &Config) -> Vec<Box<dyn Check>> {
         Box::new(dnsbl::Dnsbl),
         Box::new(reverse_dns::ReverseDnsCheck),
         Box::new(uribl::Uribl),
+        Box::new(spf::SpfCheck),
+        Box::new(dkim::DkimCheck),
+        Box::new(arc::ArcCheck),
+        Box::new(dmarc::DmarcCheck::new(&config.filter)),
     ];
     if let Some(verdict) = config.filter.attachments {
         checks.push(Box::new(attachments::Attachments::new(
