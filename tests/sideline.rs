@@ -65,7 +65,9 @@ fn verdicts_are_logged_and_stamped_and_foreign_verdicts_removed() {
     let messages = sink.wait_messages(1, Duration::from_secs(20));
     let text = messages[0].text();
     assert!(
-        text.starts_with("Authentication-Results: mx.antemx.test;\r\n\tspf=none smtp.mailfrom=alice@sender.test;\r\n\tdkim=none;\r\n\tarc=none;\r\n\tdmarc=none header.from=sender.test\r\nX-Spam-Status: No, score=0.0 required=2.0 tests=none\r\nX-Spam-Score: 0.0\r\nReceived: "),
+        // The client is on loopback, trusted: not authenticated (tests/auth.rs
+        // checks the results).
+        text.starts_with("Authentication-Results: mx.antemx.test; none\r\nX-Spam-Status: No, score=0.0 required=2.0 tests=none\r\nX-Spam-Score: 0.0\r\nReceived: "),
         "{text}"
     );
     assert_eq!(text.matches("X-Spam-Status").count(), 1, "{text}");
