@@ -6,6 +6,7 @@ use super::Receiver;
 use crate::config::Config;
 use crate::filter::lookups::gather;
 use crate::filter::{Content, Decision, Envelope, Lookups, Pipeline};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 /// Bytes of a message the filter reads. Larger messages are judged on this
@@ -25,60 +26,73 @@ pub struct Judged {
 }
 
 impl Receiver {
-    /// Judges a received message (its first [`FILTER_BYTES`]) off the async
-    /// threads.
+    /// Judges a received message (its first [`FILTER_BYTES`]). Parsing and
+    /// the checks run on the session's own thread: they take tens of
+    /// microseconds for common mail, less than handing the message to a
+    /// blocking thread and back costs (measured: BENCHMARKS.md); the DNS
+    /// lookups in between are awaited like any other I/O.
     pub(super) async fn judge(&self, envelope: Envelope, message: Vec<u8>) -> Judged {
         let (config, pipeline) = self.pipeline();
-        let bayes = self.bayes.clone();
         let started = std::time::Instant::now();
-        // One blocking thread per message parses it once and waits for its
-        // DNS answers (bounded by the lookup deadline) before judging.
-        let judged = smol::unblock(move || {
-            let judge = || {
-                let content = Content::parse(&message);
-                let lookups = smol::block_on(gather(&config, &envelope, &content));
-                let header = |name| {
-                    content
-                        .header_raw(name)
-                        .unwrap_or("")
-                        .trim()
-                        .chars()
-                        .take(300)
-                        .collect()
-                };
-                let decision = pipeline.judge(&envelope, &content, &lookups);
-                if config.filter.autolearn {
-                    if let Some(class) = bayes.autolearn(&content, &decision) {
-                        log::debug!("filter: auto-learned as {class:?}");
-                    }
-                }
-                Judged {
-                    decision,
-                    from: header("From"),
-                    subject: header("Subject"),
-                    date: header("Date"),
-                    auth: lookups.auth.clone(),
-                }
-            };
-            // The parser reads what any sender wrote; should it panic, the
-            // message is judged on its envelope alone rather than lost.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(judge)).unwrap_or_else(|_| {
-                log::error!("filter: the message could not be parsed; judged on its envelope only");
-                Judged {
-                    decision: pipeline.judge(&envelope, &Content::parse(b""), &Lookups::default()),
-                    from: String::new(),
-                    subject: String::new(),
-                    date: String::new(),
-                    auth: None,
-                }
-            })
-        })
-        .await;
+        // The parser reads what any sender wrote; should it panic, the
+        // message is judged on its envelope alone rather than lost.
+        let judged = match catch_unwind(AssertUnwindSafe(|| Content::parse(&message))) {
+            Ok(content) => {
+                let lookups = gather(&config, &envelope, &content).await;
+                catch_unwind(AssertUnwindSafe(|| {
+                    self.decide(&config, &pipeline, &envelope, &content, &lookups)
+                }))
+                .ok()
+            }
+            Err(_) => None,
+        };
+        let judged = judged.unwrap_or_else(|| {
+            log::error!("filter: the message could not be parsed; judged on its envelope only");
+            Judged {
+                decision: pipeline.judge(&envelope, &Content::parse(b""), &Lookups::default()),
+                from: String::new(),
+                subject: String::new(),
+                date: String::new(),
+                auth: None,
+            }
+        });
         crate::metrics::observe(
             crate::metrics::FILTER_SECONDS,
             started.elapsed().as_secs_f64(),
         );
         judged
+    }
+
+    fn decide(
+        &self,
+        config: &Config,
+        pipeline: &Pipeline,
+        envelope: &Envelope,
+        content: &Content,
+        lookups: &Lookups,
+    ) -> Judged {
+        let header = |name| {
+            content
+                .header_raw(name)
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(300)
+                .collect()
+        };
+        let decision = pipeline.judge(envelope, content, lookups);
+        if config.filter.autolearn {
+            if let Some(class) = self.bayes.autolearn(content, &decision) {
+                log::debug!("filter: auto-learned as {class:?}");
+            }
+        }
+        Judged {
+            decision,
+            from: header("From"),
+            subject: header("Subject"),
+            date: header("Date"),
+            auth: lookups.auth.clone(),
+        }
     }
 
     /// The current config and its checks, rebuilt when a reload changed it.

@@ -283,11 +283,12 @@ impl Bayes {
     /// The classifier's view of a message; `None` until it has learned
     /// [`MIN_TRAINED`] messages of each class.
     pub fn judge(&self, content: &Content) -> Option<Judgement> {
-        let features = features(content);
-        let model = self.read();
-        if model.totals.spam < MIN_TRAINED || model.totals.ham < MIN_TRAINED {
+        let (spam, ham) = self.trained();
+        if spam < MIN_TRAINED || ham < MIN_TRAINED {
             return None;
         }
+        let features = features(content);
+        let model = self.read();
         let margin = model.margin(&features);
         Some(Judgement {
             probability: sigmoid(margin),
