@@ -217,14 +217,22 @@ fn sidelined_mail_is_on_disk_before_250() {
     let entries = node.sidelined();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["id"], id.as_str());
-    let out = sideline(&node, &["release", &id, "--json"]);
+    // Released as a mistake: the classifier learns it as ham.
+    let out = sideline(&node, &["release", &id, "--train", "--json"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["trained"], true);
     let messages = sink.wait_messages(1, Duration::from_secs(20));
     assert!(messages[0].text().ends_with(SUSPECT));
+    let (_, metrics) = common::http_get(node.web, "/metrics");
+    assert!(
+        metrics.contains("antemx_classifier_learned_ham 1\n"),
+        "{metrics}"
+    );
 }
 
 #[test]
