@@ -19,6 +19,7 @@
 //! without a resolver, and one slow DNS server cannot hold a stage beyond its
 //! deadline.
 
+pub mod archive;
 pub mod checks;
 pub mod content;
 pub mod lookups;

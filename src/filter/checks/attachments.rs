@@ -2,7 +2,7 @@
 //! `ATTACH_EXECUTABLE`, `ATTACH_ARCHIVE_EXECUTABLE`): blocked types by file
 //! name extension and by content (executables and scripts whatever they are
 //! called), names that hide their type behind a document extension, and
-//! ZIP archives holding any of those. `[filter] attachments` says what
+//! archives (ZIP, RAR, tar) holding any of those. `[filter] attachments` says what
 //! happens: the message is at least sidelined (default) or refused.
 
 use crate::filter::{Check, Content, Force, Hit, Verdict};
@@ -10,8 +10,6 @@ use mail_parser::{MimeHeaders, PartType};
 
 /// Score shown with the rule; the verdict comes from the action.
 const SCORE: f64 = 5.0;
-/// Names read from one archive: a ZIP bomb's directory must not cost more.
-const MAX_ARCHIVE_ENTRIES: usize = 1000;
 
 /// Extensions blocked when `[filter] blocked_extensions` is not set:
 /// executables, scripts, shortcuts and installers Windows runs on a click,
@@ -74,8 +72,8 @@ impl Attachments {
         if let Some(kind) = executable_kind(bytes) {
             return Some(("ATTACH_EXECUTABLE", format!("{name} is {kind}")));
         }
-        if bytes.starts_with(b"PK\x03\x04") {
-            let inside = zip_entry_names(bytes).into_iter().find_map(|entry| {
+        if let Some(entries) = crate::filter::archive::entry_names(bytes) {
+            let inside = entries.into_iter().find_map(|entry| {
                 let ext = entry.rsplit_once('.')?.1.to_ascii_lowercase();
                 self.is_blocked(&ext).then_some(entry)
             });
@@ -106,24 +104,6 @@ fn executable_kind(bytes: &[u8]) -> Option<&'static str> {
         .map(|(_, kind)| *kind)
 }
 
-/// File names in a ZIP archive's central directory (read without
-/// decompressing; an encrypted archive shows its names too).
-fn zip_entry_names(bytes: &[u8]) -> Vec<String> {
-    let mut names = Vec::new();
-    for at in memchr::memmem::find_iter(bytes, b"PK\x01\x02").take(MAX_ARCHIVE_ENTRIES) {
-        let field = |offset: usize| {
-            bytes
-                .get(at + offset..at + offset + 2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-        };
-        let Some(length) = field(28) else { break };
-        if let Some(name) = bytes.get(at + 46..at + 46 + length) {
-            names.push(String::from_utf8_lossy(name).into_owned());
-        }
-    }
-    names
-}
-
 impl Check for Attachments {
     fn data(&self, content: &Content) -> Vec<Hit> {
         let mut hits = Vec::new();
@@ -152,6 +132,7 @@ impl Check for Attachments {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::archive::tests::zip_with;
 
     fn check() -> Attachments {
         let blocked: Vec<String> = DEFAULT_BLOCKED.iter().map(|s| s.to_string()).collect();
@@ -160,22 +141,6 @@ mod tests {
 
     fn rule(name: &str, bytes: &[u8]) -> Option<&'static str> {
         check().judge_file(name, bytes).map(|(rule, _)| rule)
-    }
-
-    /// A stored (uncompressed) ZIP with one entry, as `zip -0` writes it.
-    fn zip_with(entry: &str) -> Vec<u8> {
-        let mut zip = b"PK\x03\x04".to_vec();
-        zip.extend_from_slice(&[0; 22]);
-        zip.extend_from_slice(&(entry.len() as u16).to_le_bytes());
-        zip.extend_from_slice(&[0, 0]);
-        zip.extend_from_slice(entry.as_bytes());
-        let mut central = b"PK\x01\x02".to_vec();
-        central.extend_from_slice(&[0; 24]);
-        central.extend_from_slice(&(entry.len() as u16).to_le_bytes());
-        central.extend_from_slice(&[0; 16]);
-        central.extend_from_slice(entry.as_bytes());
-        zip.extend_from_slice(&central);
-        zip
     }
 
     #[test]
