@@ -2,24 +2,8 @@
 
 mod common;
 
+use common::check_config;
 use std::process::Command;
-
-fn check_config(text: &str) -> (bool, String, String) {
-    let dir = common::temp_dir("cli");
-    let path = dir.join("antemx.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn the_example_config_is_valid() {

@@ -161,22 +161,11 @@ fn a_list_that_never_answers_costs_the_deadline_and_nothing_else() {
 
 #[test]
 fn bad_list_config_names_its_line() {
-    let dir = common::temp_dir("lists");
-    let config = dir.join("antemx.toml");
-    std::fs::write(
-        &config,
+    let (ok, _, err) = common::check_config(
         "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n\n[filter]\ndnsbl = [\n  { zone = \"bl.test\", weight = 1.0, codes = { \"10.0.0.2\" = 3.0 } },\n]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_antemx"))
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!ok);
     assert!(err.contains("antemx.toml:7: [filter] dnsbl: bl.test: return code \"10.0.0.2\" is not an address in 127.0.0.0/8"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -17,15 +17,7 @@ struct Node {
 
 impl Node {
     fn new(name: &str) -> Node {
-        let dir = std::env::temp_dir().join(format!(
-            "antemx-filter-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::temp_dir(name);
         let config = dir.join("antemx.toml");
         std::fs::write(
             &config,
@@ -39,12 +31,7 @@ impl Node {
     }
 
     fn antemx(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_antemx"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .unwrap()
+        common::antemx(&self.config, args)
     }
 
     fn write(&self, relative: &str, text: &str) -> PathBuf {
@@ -253,11 +240,7 @@ fn bad_paths_and_bad_thresholds_are_reported() {
         "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n[filter]\nsideline_at = 9.0\nreject_at = 6.0\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
-        .args(["scan", "/dev/null", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = common::antemx(&config, &["scan", "/dev/null"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

@@ -146,17 +146,10 @@ fn blocked_attachments_are_sidelined_or_refused() {
 
 #[test]
 fn bad_policies_name_their_line() {
-    let dir = common::temp_dir("policies");
-    let config = dir.join("antemx.toml");
     let check = |text: &str| {
-        std::fs::write(&config, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_antemx"))
-            .args(["check-config", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let (ok, _, err) = common::check_config(text);
+        assert!(!ok);
+        err
     };
     let head = "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n";
     let err = check(&format!(
@@ -175,7 +168,6 @@ fn bad_policies_name_their_line() {
     );
     let err = check(&format!("{head}[filter]\nattachments = \"quarantine\"\n"));
     assert!(err.contains("antemx.toml:5:"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -323,36 +323,23 @@ fn greylisting_and_verification_together() {
 
 #[test]
 fn bad_policy_config_names_its_line() {
-    let dir = common::temp_dir("rcpt");
-    let config = dir.join("antemx.toml");
-    std::fs::write(
-        &config,
-        "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n\n[filter]\ngreylist_delay = \"10m\"\ngreylist_expiry = \"5m\"\n",
-    )
-    .unwrap();
-    let check = |config: &std::path::Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_antemx"))
-            .args(["check-config", "--config"])
-            .arg(config)
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+    let check = |text: &str| {
+        let (ok, _, err) = common::check_config(text);
+        assert!(!ok);
+        err
     };
-    let err = check(&config);
+    let err = check(
+        "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n\n[filter]\ngreylist_delay = \"10m\"\ngreylist_expiry = \"5m\"\n",
+    );
     assert!(
         err.contains("antemx.toml:7: [filter] greylist_expiry must be longer than greylist_delay"),
         "{err}"
     );
-    std::fs::write(
-        &config,
+    let err = check(
         "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\n\n[[domain]]\nname = \"example.com\"\ndeliver_to = \"127.0.0.1:25\"\nverify_recipient = true\n",
-    )
-    .unwrap();
-    let err = check(&config);
+    );
     assert!(
         err.contains("antemx.toml:8: unknown field `verify_recipient`"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -47,6 +47,30 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Runs `antemx ARGS... --config CONFIG` to its end.
+pub fn antemx(config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_antemx"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// `antemx check-config` of a config text: (success, stdout, stderr).
+pub fn check_config(text: &str) -> (bool, String, String) {
+    let dir = temp_dir("config");
+    let path = dir.join("antemx.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = antemx(&path, &["check-config"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Polls `check` until it is true or `limit` passes.
 pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
@@ -229,12 +253,7 @@ impl Node {
 
     /// Runs `antemx ARGS... --config <this node's config>`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_antemx"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .output()
-            .unwrap()
+        antemx(&self.config, args)
     }
 
     /// `antemx queue list --json`, parsed.
