@@ -120,11 +120,5 @@ pub fn run(args: ListsArgs) -> i32 {
             answer(admin.call("DELETE", &path)?, a.json, &a.recipient)
         }),
     };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("antemx: {e}");
-            1
-        }
-    }
+    super::report(result)
 }

@@ -16,6 +16,17 @@ mod verify;
 use argh::FromArgs;
 use std::path::PathBuf;
 
+/// The exit code of an operator command: 0, or 1 with the error on stderr.
+fn report(result: Result<(), String>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("antemx: {e}");
+            1
+        }
+    }
+}
+
 fn default_config() -> PathBuf {
     PathBuf::from(crate::config::DEFAULT_PATH)
 }

@@ -192,11 +192,5 @@ pub fn run(args: QueueArgs) -> i32 {
             Ok(())
         }),
     };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("antemx: {e}");
-            1
-        }
-    }
+    super::report(result)
 }

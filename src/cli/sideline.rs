@@ -203,11 +203,5 @@ pub fn run(args: SidelineArgs) -> i32 {
             Ok(())
         }),
     };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("antemx: {e}");
-            1
-        }
-    }
+    super::report(result)
 }

@@ -58,11 +58,5 @@ pub fn run(args: VerifyArgs) -> i32 {
         }
         Ok(())
     });
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("antemx: {e}");
-            1
-        }
-    }
+    super::report(result)
 }
