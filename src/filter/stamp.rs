@@ -16,12 +16,9 @@ const OURS: &[&str] = &[
 
 /// The verdict headers for a decision and the sender authentication it
 /// was judged with, each line ending in CRLF.
-pub fn headers(
-    hostname: &str,
-    decision: &Decision,
-    sideline_at: f64,
-    auth: Option<&Authentication>,
-) -> String {
+pub fn headers(hostname: &str, decision: &Decision, auth: Option<&Authentication>) -> String {
+    // `required` is the line the message was judged by: its recipients'.
+    let sideline_at = decision.thresholds().sideline_at();
     let mut rules: Vec<&str> = decision.hits().iter().map(|h| h.rule).collect();
     rules.sort_unstable();
     rules.dedup();

@@ -545,7 +545,6 @@ impl<'a> Session<'a> {
         let headers = crate::filter::stamp::headers(
             &self.config.node.hostname,
             decision,
-            decision.thresholds().sideline_at(),
             judged.auth.as_ref(),
         );
         let stored = smol::unblock(move || spool.commit()).await;
