@@ -15,6 +15,20 @@ pub struct Lists {
     pub block: Vec<String>,
 }
 
+impl Lists {
+    /// Whether `sender` is on the list of that kind.
+    pub fn has(&self, kind: Kind, sender: &str) -> bool {
+        let entries = match kind {
+            Kind::Allow => &self.allow,
+            Kind::Block => &self.block,
+        };
+        entries
+            .iter()
+            .filter_map(|e| SenderPattern::parse(e).ok())
+            .any(|p| p.matches(sender))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Allow,
@@ -52,19 +66,6 @@ impl UserLists {
             .flatten()
             .and_then(|v| serde_json::from_slice(&v).ok())
             .unwrap_or_default()
-    }
-
-    /// Whether `sender` is on the recipient's list of that kind.
-    pub fn lists(&self, recipient: &str, kind: Kind, sender: &str) -> bool {
-        let lists = self.get(recipient);
-        let entries = match kind {
-            Kind::Allow => &lists.allow,
-            Kind::Block => &lists.block,
-        };
-        entries
-            .iter()
-            .filter_map(|e| SenderPattern::parse(e).ok())
-            .any(|p| p.matches(sender))
     }
 
     /// Puts `pattern` on a recipient's list (off the other one); the

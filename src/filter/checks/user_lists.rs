@@ -4,7 +4,7 @@
 //! alone, or when every recipient of the message lists the sender the same
 //! way: one user's allow list must not push spam into a colleague's inbox.
 
-use crate::filter::user_lists::{Kind, UserLists};
+use crate::filter::user_lists::{Kind, Lists, UserLists};
 use crate::filter::{Check, Force, Hit, Verdict};
 
 pub struct UserListCheck {
@@ -15,10 +15,6 @@ impl UserListCheck {
     pub fn new(lists: UserLists) -> UserListCheck {
         UserListCheck { lists }
     }
-
-    fn everyone(&self, recipients: &[String], kind: Kind, sender: &str) -> bool {
-        !recipients.is_empty() && recipients.iter().all(|r| self.lists.lists(r, kind, sender))
-    }
 }
 
 impl Check for UserListCheck {
@@ -26,18 +22,21 @@ impl Check for UserListCheck {
         let Some(sender) = sender else {
             return Vec::new();
         };
+        // Each recipient's lists, read once for both questions.
+        let lists: Vec<Lists> = recipients.iter().map(|r| self.lists.get(r)).collect();
+        let everyone = |kind| !lists.is_empty() && lists.iter().all(|l| l.has(kind, sender));
         let whose = match recipients {
             [one] => one.clone(),
             _ => "every recipient's".to_string(),
         };
-        if self.everyone(recipients, Kind::Block, sender) {
+        if everyone(Kind::Block) {
             vec![Hit::forcing(
                 Force::AtLeast(Verdict::Reject),
                 "USER_BLOCKLISTED",
                 0.0,
                 format!("sender {sender} is on {whose} block list"),
             )]
-        } else if self.everyone(recipients, Kind::Allow, sender) {
+        } else if everyone(Kind::Allow) {
             vec![Hit::forcing(
                 Force::Allow,
                 "USER_ALLOWLISTED",
