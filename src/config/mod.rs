@@ -84,7 +84,7 @@ pub struct Retry {
 
 #[derive(Debug, Clone)]
 pub struct Dns {
-    /// Empty means: the name servers of /etc/resolv.conf.
+    /// Asked in order; those of /etc/resolv.conf when the file lists none.
     pub servers: Vec<SocketAddr>,
     pub timeout: Duration,
 }
@@ -693,6 +693,12 @@ impl Config {
             .iter()
             .map(|s| socket(s, "[dns] servers"))
             .collect::<Result<Vec<_>, _>>()?;
+        // Read once here, at start and on reload, not at every lookup.
+        let servers = if servers.is_empty() {
+            crate::dns::system_servers()
+        } else {
+            servers
+        };
 
         let thresholds = crate::filter::Thresholds::new(
             *raw.filter.sideline_at.get_ref(),

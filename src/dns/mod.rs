@@ -34,19 +34,13 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// `servers` empty means the name servers listed in /etc/resolv.conf.
+    /// `servers` are asked in order (the config's `[dns] servers`, which
+    /// are those of /etc/resolv.conf when it lists none).
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> Resolver {
-        let servers = if servers.is_empty() {
-            system_servers()
-        } else {
-            servers.to_vec()
-        };
-        Resolver { servers, timeout }
-    }
-
-    /// The servers asked, in order.
-    pub fn servers(&self) -> &[SocketAddr] {
-        &self.servers
+        Resolver {
+            servers: servers.to_vec(),
+            timeout,
+        }
     }
 
     /// MX hosts by preference; a domain without MX records has its own name as
@@ -246,7 +240,8 @@ async fn tcp_exchange(server: SocketAddr, request: &[u8], id: u16) -> std::io::R
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "answer id mismatch"))
 }
 
-fn system_servers() -> Vec<SocketAddr> {
+/// The name servers of /etc/resolv.conf (127.0.0.1 when it lists none).
+pub fn system_servers() -> Vec<SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let servers: Vec<SocketAddr> = text
         .lines()

@@ -47,11 +47,8 @@ pub struct Authentication {
 pub async fn authenticator(config: &Config) -> Result<MessageAuthenticator, String> {
     type Cached = (Vec<SocketAddr>, Duration, MessageAuthenticator);
     static CACHED: Mutex<Option<Cached>> = Mutex::new(None);
-    // The project's resolver knows which servers the config means
-    // (/etc/resolv.conf when none are listed); mail-auth asks the same.
-    let servers = crate::dns::Resolver::new(&config.dns.servers, config.dns.timeout)
-        .servers()
-        .to_vec();
+    // mail-auth asks the servers the project's own resolver asks.
+    let servers = config.dns.servers.clone();
     let timeout = config.dns.timeout;
     if let Some((s, t, authenticator)) = &*CACHED.lock().unwrap_or_else(|p| p.into_inner()) {
         if *s == servers && *t == timeout {
