@@ -85,9 +85,7 @@ fn a_body_past_the_limit_is_refused_after_the_dot() {
     // One byte over: the size counts the message as the client meant it
     // (after dot-unstuffing, before our Received header).
     let too_big = message_of(100_001, "too big");
-    assert_eq!(client.cmd("MAIL FROM:<alice@sender.test>").0, 250);
-    assert_eq!(client.cmd("RCPT TO:<bob@example.com>").0, 250);
-    assert_eq!(client.cmd("DATA").0, 354);
+    client.start_data("alice@sender.test", "bob@example.com");
     client.send_raw(&common::dot_stuff(&too_big));
     client.send_raw(b".\r\n");
     let (code, text) = client.reply();
@@ -244,9 +242,7 @@ fn a_client_that_stalls_in_data_is_disconnected() {
     let spool = node.dir.join("data").join("spool");
     let mut client = node.client();
     client.cmd("EHLO client.test");
-    client.cmd("MAIL FROM:<alice@sender.test>");
-    client.cmd("RCPT TO:<bob@example.com>");
-    assert_eq!(client.cmd("DATA").0, 354);
+    client.start_data("alice@sender.test", "bob@example.com");
     client.send_raw(b"Subject: half\r\n\r\nthe rest never comes");
     let (code, text) = client.reply();
     assert_eq!(code, 421, "{text}");

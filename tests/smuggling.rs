@@ -31,9 +31,7 @@ fn only_crlf_dot_crlf_ends_the_message() {
     for (name, sequence, _) in SEQUENCES {
         let mut client = node.client();
         assert_eq!(client.cmd("EHLO attacker.test").0, 250);
-        assert_eq!(client.cmd("MAIL FROM:<sender@attacker.test>").0, 250);
-        assert_eq!(client.cmd("RCPT TO:<bob@example.com>").0, 250);
-        assert_eq!(client.cmd("DATA").0, 354);
+        client.start_data("sender@attacker.test", "bob@example.com");
         // The whole attack in one write, as a smuggler pipelines it, with a
         // command after the real end to see where the server thinks it is.
         let mut data = format!("Subject: {name}\r\n\r\nbefore").into_bytes();
@@ -100,9 +98,7 @@ fn smuggling_split_across_writes() {
     client.set_nodelay();
     assert_eq!(client.cmd("EHLO attacker.test").0, 250);
     for (name, sequence, _) in SEQUENCES {
-        assert_eq!(client.cmd("MAIL FROM:<sender@attacker.test>").0, 250);
-        assert_eq!(client.cmd("RCPT TO:<bob@example.com>").0, 250);
-        assert_eq!(client.cmd("DATA").0, 354);
+        client.start_data("sender@attacker.test", "bob@example.com");
         client.send_raw(format!("Subject: {name}\r\n\r\nbefore").as_bytes());
         for byte in sequence {
             client.send_raw(&[*byte]);
@@ -137,9 +133,7 @@ fn bare_lf_lines_arrive_as_crlf() {
     let node = Node::start(Setup::routed_to(sink.address));
     let mut client = node.client();
     client.cmd("EHLO client.test");
-    client.cmd("MAIL FROM:<alice@sender.test>");
-    client.cmd("RCPT TO:<bob@example.com>");
-    assert_eq!(client.cmd("DATA").0, 354);
+    client.start_data("alice@sender.test", "bob@example.com");
     // (`<LF>.<CRLF>` would not end it: the last line ends with CRLF.)
     client.send_raw(
         b"Subject: unix\nFrom: a@sender.test\n\nline one\nline two\r\nline three\n\nlast\r\n.\r\n",
@@ -158,9 +152,7 @@ fn dot_unstuffing_is_exact() {
     let node = Node::start(Setup::routed_to(sink.address));
     let mut client = node.client();
     client.cmd("EHLO client.test");
-    client.cmd("MAIL FROM:<alice@sender.test>");
-    client.cmd("RCPT TO:<bob@example.com>");
-    assert_eq!(client.cmd("DATA").0, 354);
+    client.start_data("alice@sender.test", "bob@example.com");
     // What a client sends after stuffing the lines ".", "..x", ".y", "."
     // again, and an inner dot that is not at a line start.
     client.send_raw(b"Subject: dots\r\n\r\n..\r\n...x\r\n..y\r\na.b\r\n..\r\n.\r\n");
@@ -178,9 +170,7 @@ fn empty_message_is_delivered() {
     let node = Node::start(Setup::routed_to(sink.address));
     let mut client = node.client();
     client.cmd("EHLO client.test");
-    client.cmd("MAIL FROM:<alice@sender.test>");
-    client.cmd("RCPT TO:<bob@example.com>");
-    assert_eq!(client.cmd("DATA").0, 354);
+    client.start_data("alice@sender.test", "bob@example.com");
     // An empty message: the terminator right after 354.
     client.send_raw(b".\r\n");
     let id = queue_id(&client.reply());

@@ -371,6 +371,13 @@ impl Client {
         matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
     }
 
+    /// MAIL, one RCPT and DATA, each accepted: the message text comes next.
+    pub fn start_data(&mut self, from: &str, to: &str) {
+        assert_eq!(self.cmd(&format!("MAIL FROM:<{from}>")).0, 250);
+        assert_eq!(self.cmd(&format!("RCPT TO:<{to}>")).0, 250);
+        assert_eq!(self.cmd("DATA").0, 354);
+    }
+
     /// A whole transaction; the final reply to DATA (or the first failure).
     pub fn send_message(&mut self, from: &str, to: &[&str], message: &str) -> (u16, String) {
         let (code, text) = self.cmd(&format!("MAIL FROM:<{from}>"));
