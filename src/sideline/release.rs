@@ -34,17 +34,7 @@ impl Sideline {
     /// that it is ham.
     pub async fn release(&self, id: &str, by: &str, train: bool) -> Result<Entry, ReleaseError> {
         let entry = self.mark_released(id, by)?;
-        let released = format!(
-            "X-Antemx-Released: by {} on {}\r\n",
-            header_safe(by),
-            crate::time::rfc5322(crate::time::now_ms())
-        );
-        if let Err(e) = self
-            .0
-            .queue
-            .enqueue(entry.incoming(format!("{released}{}", entry.headers)))
-            .await
-        {
+        if let Err(e) = self.0.queue.enqueue(as_released(&entry)).await {
             // Not queued: the message stays sidelined and can be released
             // again.
             let mut held = entry.clone();
@@ -114,18 +104,27 @@ impl Sideline {
         let pending: Vec<Entry> = self.all().filter(|e| e.released.is_some()).collect();
         for entry in pending {
             if !self.0.queue.holds(&entry.id) {
-                let by = entry.released.as_ref().map_or("", |r| r.by.as_str());
-                let released = format!("X-Antemx-Released: by {}\r\n", header_safe(by));
-                self.0
-                    .queue
-                    .enqueue(entry.incoming(format!("{released}{}", entry.headers)))
-                    .await?;
+                self.0.queue.enqueue(as_released(&entry)).await?;
                 log::info!("{}: release finished after a restart", entry.id);
             }
             self.0.entries.remove(&entry.id).map_err(io::Error::other)?;
         }
         self.0.store.flush().await
     }
+}
+
+/// The message as the queue takes it after a release: its verdict headers
+/// under one saying who released it and when (the time the release was
+/// marked, so a release finished after a restart says the same).
+fn as_released(entry: &Entry) -> crate::retry::Incoming {
+    let released = entry.released.as_ref().map_or(String::new(), |r| {
+        format!(
+            "X-Antemx-Released: by {} on {}\r\n",
+            header_safe(&r.by),
+            crate::time::rfc5322(r.at_ms)
+        )
+    });
+    entry.incoming(format!("{released}{}", entry.headers))
 }
 
 /// Who released, as it may appear in a header: one line, printable.
