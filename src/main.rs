@@ -1,6 +1,7 @@
 //! antemx: a spam-filtering MX gateway.
 
 mod cli;
+mod cluster;
 mod config;
 mod dns;
 mod filter;

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use std::path::Path;
+use std::time::Duration;
 
 pub struct Admin {
     base: String,
@@ -11,10 +12,15 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(config: &Path) -> Result<Admin, String> {
+        Admin::waiting(config, Duration::from_secs(60))
+    }
+
+    /// An admin client that waits up to `limit` for each answer.
+    pub fn waiting(config: &Path, limit: Duration) -> Result<Admin, String> {
         let config = Config::load(config).map_err(|e| e.to_string())?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .timeout_global(Some(limit))
             .build()
             .into();
         Ok(Admin {
@@ -50,18 +56,4 @@ impl Admin {
 
 pub fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
     serde_json::from_value(value).map_err(|e| format!("unexpected answer: {e}"))
-}
-
-/// A value for a query string: everything but unreserved characters
-/// percent-encoded (`+` in an address must not become a space).
-pub fn escape(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -1,8 +1,9 @@
 //! `antemx lists ...`: each recipient's own allow and block lists of
 //! senders, on the running node through its admin API on loopback.
 
-use super::admin::{escape, typed, Admin};
+use super::admin::{typed, Admin};
 use crate::filter::user_lists::Lists;
+use crate::web::percent_encode;
 use argh::FromArgs;
 use std::path::PathBuf;
 
@@ -96,7 +97,7 @@ fn answer(value: serde_json::Value, json: bool, recipient: &str) -> Result<(), S
 pub fn run(args: ListsArgs) -> i32 {
     let result = match args.action {
         Action::Show(a) => Admin::new(&a.config).and_then(|admin| {
-            let value = admin.call("GET", &format!("/lists/{}", escape(&a.recipient)))?;
+            let value = admin.call("GET", &format!("/lists/{}", percent_encode(&a.recipient)))?;
             answer(value, a.json, &a.recipient)
         }),
         Action::Add(a) => Admin::new(&a.config).and_then(|admin| {
@@ -105,17 +106,17 @@ pub fn run(args: ListsArgs) -> i32 {
             }
             let path = format!(
                 "/lists/{}/{}?sender={}",
-                escape(&a.recipient),
+                percent_encode(&a.recipient),
                 a.list,
-                escape(&a.sender)
+                percent_encode(&a.sender)
             );
             answer(admin.call("POST", &path)?, a.json, &a.recipient)
         }),
         Action::Remove(a) => Admin::new(&a.config).and_then(|admin| {
             let path = format!(
                 "/lists/{}?sender={}",
-                escape(&a.recipient),
-                escape(&a.sender)
+                percent_encode(&a.recipient),
+                percent_encode(&a.sender)
             );
             answer(admin.call("DELETE", &path)?, a.json, &a.recipient)
         }),

@@ -4,6 +4,7 @@
 mod admin;
 mod check_dns;
 mod check_spf;
+mod drain;
 mod lists;
 mod notify;
 mod queue;
@@ -51,6 +52,7 @@ enum Command {
     Scan(scan::ScanArgs),
     Train(train::TrainArgs),
     Verify(verify::VerifyArgs),
+    Drain(drain::DrainArgs),
 }
 
 #[derive(FromArgs)]
@@ -68,8 +70,11 @@ pub fn main() -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => match crate::config::Config::load(&args.config) {
             Ok(config) => {
+                let cluster = config.cluster.as_ref().map_or(String::new(), |c| {
+                    format!(", cluster of {} nodes, {} copies", c.nodes.len(), c.copies)
+                });
                 println!(
-                    "{}: ok ({} domain{})",
+                    "{}: ok ({} domain{}{cluster})",
                     args.config.display(),
                     config.domains.len(),
                     if config.domains.len() == 1 { "" } else { "s" }
@@ -89,5 +94,6 @@ pub fn main() -> i32 {
         Command::Scan(args) => scan::run(args),
         Command::Train(args) => train::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Drain(args) => drain::run(args),
     }
 }

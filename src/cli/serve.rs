@@ -1,5 +1,6 @@
 //! `antemx serve`: runs a node in the foreground until SIGTERM.
 
+use crate::cluster::Cluster;
 use crate::config::{Config, Live};
 use crate::filter::checks::bayes::Bayes;
 use crate::filter::user_lists::UserLists;
@@ -44,7 +45,6 @@ pub struct ServeArgs {
     config: PathBuf,
     /// this node's name among [cluster] nodes (default: the hostname)
     #[argh(option)]
-    #[allow(dead_code)]
     node: Option<String>,
 }
 
@@ -63,7 +63,7 @@ pub fn run(args: ServeArgs) -> i32 {
             return 2;
         }
     };
-    match start(config, args.config) {
+    match start(config, args.config, args.node) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("{e}");
@@ -72,10 +72,17 @@ pub fn run(args: ServeArgs) -> i32 {
     }
 }
 
-fn start(config: Config, path: PathBuf) -> Result<(), String> {
+fn start(config: Config, path: PathBuf, node: Option<String>) -> Result<(), String> {
     let data_dir = config.node.data_dir.clone();
     let store = Store::open(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let live = Live::new(config.clone());
+    let cluster = Cluster::open(live.clone(), &store, node)?;
+    // Ids name messages across the cluster: they carry the node's name.
+    let store = if config.cluster.is_some() {
+        store.with_id_prefix(format!("{}-", cluster.me()))
+    } else {
+        store
+    };
     let queue = Queue::open(live.clone(), store.clone()).map_err(|e| format!("queue: {e}"))?;
     let bayes = Arc::new(Bayes::open(&store).map_err(|e| format!("Bayes statistics: {e}"))?);
     let sideline = smol::block_on(Sideline::open(
@@ -83,6 +90,7 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
         store.clone(),
         queue.clone(),
         bayes.clone(),
+        cluster.clone(),
     ))
     .map_err(|e| format!("sideline: {e}"))?;
     let swept = store
@@ -114,6 +122,8 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
         smol::spawn(receiver.clone().serve(listener)).detach();
     }
     let web_node = crate::web::Node {
+        live: live.clone(),
+        cluster: cluster.clone(),
         queue: queue.clone(),
         store: store.clone(),
         receiver: receiver.clone(),
@@ -130,9 +140,13 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
     smol::spawn(async move { policies.policies().run().await }).detach();
     let scheduler = queue.clone();
     smol::spawn(async move { scheduler.run().await }).detach();
+    let messenger = cluster.clone();
+    smol::spawn(async move { messenger.run().await }).detach();
     log::info!(
-        "antemx {} ready: smtp {:?}, web {}, {} domains, data in {}",
+        "antemx {} ready: node {}, {} peers, smtp {:?}, web {}, {} domains, data in {}",
         env!("CARGO_PKG_VERSION"),
+        cluster.me(),
+        cluster.peers().len(),
         config.smtp.listen,
         config.web.listen,
         config.domains.len(),
@@ -144,7 +158,10 @@ fn start(config: Config, path: PathBuf) -> Result<(), String> {
     super::notify::notify("READY=1");
     for signal in signals.forever() {
         if signal == SIGHUP {
-            match Config::load(&path) {
+            match Config::load(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|config| cluster.accepts(&config).map(|()| config))
+            {
                 Ok(config) => {
                     live.replace(config);
                     log::info!("config reloaded from {}", path.display());

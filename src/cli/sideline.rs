@@ -1,8 +1,9 @@
 //! `antemx sideline ...`: the suspect messages the running node kept, through
 //! its admin API on loopback.
 
-use super::admin::{escape, typed, Admin};
+use super::admin::{typed, Admin};
 use crate::sideline::Entry;
+use crate::web::percent_encode;
 use argh::FromArgs;
 use std::path::PathBuf;
 
@@ -140,7 +141,7 @@ fn list_path(a: &ListArgs) -> Result<String, String> {
         ("sender", &a.sender),
     ] {
         if let Some(value) = value {
-            query.push(format!("{name}={}", escape(value)));
+            query.push(format!("{name}={}", percent_encode(value)));
         }
     }
     if let Some(since) = &a.since {
@@ -168,7 +169,7 @@ pub fn run(args: SidelineArgs) -> i32 {
             Ok(())
         }),
         Action::Show(a) => Admin::new(&a.config).and_then(|admin| {
-            let value = admin.call("GET", &format!("/sideline/{}", escape(&a.id)))?;
+            let value = admin.call("GET", &format!("/sideline/{}", percent_encode(&a.id)))?;
             if a.json {
                 println!("{value}");
             } else {
@@ -181,8 +182,8 @@ pub fn run(args: SidelineArgs) -> i32 {
                 "POST",
                 &format!(
                     "/sideline/{}/release?by={}&train={}",
-                    escape(&a.id),
-                    escape(&a.by),
+                    percent_encode(&a.id),
+                    percent_encode(&a.by),
                     a.train
                 ),
             )?;
@@ -194,7 +195,7 @@ pub fn run(args: SidelineArgs) -> i32 {
             Ok(())
         }),
         Action::Delete(a) => Admin::new(&a.config).and_then(|admin| {
-            let value = admin.call("DELETE", &format!("/sideline/{}", escape(&a.id)))?;
+            let value = admin.call("DELETE", &format!("/sideline/{}", percent_encode(&a.id)))?;
             if a.json {
                 println!("{value}");
             } else {

@@ -2,7 +2,8 @@
 //! the running node (a mailbox created or removed on the customer's server
 //! counts at once), through its admin API on loopback.
 
-use super::admin::{escape, Admin};
+use super::admin::Admin;
+use crate::web::percent_encode;
 use argh::FromArgs;
 use std::path::PathBuf;
 
@@ -45,8 +46,8 @@ pub fn run(args: VerifyArgs) -> i32 {
             eprintln!("antemx: give an address or --domain, not both");
             return 1;
         }
-        (Some(address), None) => format!("?address={}", escape(address)),
-        (None, Some(domain)) => format!("?domain={}", escape(domain)),
+        (Some(address), None) => format!("?address={}", percent_encode(address)),
+        (None, Some(domain)) => format!("?domain={}", percent_encode(domain)),
         (None, None) => String::new(),
     };
     let result = Admin::new(&a.config).and_then(|admin| {

@@ -2,9 +2,11 @@
 //! and bad values are errors that name the line, so a typo never silently
 //! changes how mail flows.
 
+mod cluster;
 mod network;
 mod units;
 
+pub use cluster::Cluster;
 pub use units::{parse_duration, Size, Span};
 
 use crate::filter::checks::sender_lists::SenderPattern;
@@ -27,6 +29,8 @@ pub struct Config {
     pub dns: Dns,
     pub filter: Filter,
     pub sideline: Sideline,
+    /// The nodes sharing this file; `None` for a node on its own.
+    pub cluster: Option<Cluster>,
     /// Customer domains by lower-case name.
     pub domains: BTreeMap<String, Domain>,
 }
@@ -255,6 +259,7 @@ struct RawConfig {
     filter: RawFilter,
     #[serde(default)]
     sideline: RawSideline,
+    cluster: Option<cluster::RawCluster>,
     #[serde(default)]
     domain: Vec<RawDomain>,
 }
@@ -262,7 +267,9 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
-    hostname: String,
+    /// The machine's own hostname when left out, so that the nodes of a
+    /// cluster can share one file.
+    hostname: Option<String>,
     data_dir: PathBuf,
 }
 
@@ -661,9 +668,20 @@ impl Config {
             })
         };
 
-        if raw.node.hostname.trim().is_empty() || raw.node.hostname.contains(char::is_whitespace) {
+        let hostname = match raw.node.hostname {
+            Some(name) => name,
+            None => machine_hostname().ok_or((
+                None,
+                "[node] hostname is not set and the machine's hostname cannot be read".to_string(),
+            ))?,
+        };
+        if hostname.trim().is_empty() || hostname.contains(char::is_whitespace) {
             return Err((None, "[node] hostname must be a host name".into()));
         }
+        let cluster = raw
+            .cluster
+            .map(|c| c.validate().map_err(|(span, message)| at(span, message)))
+            .transpose()?;
         let listen = raw
             .smtp
             .listen
@@ -808,7 +826,7 @@ impl Config {
 
         Ok(Config {
             node: Node {
-                hostname: raw.node.hostname,
+                hostname,
                 data_dir: raw.node.data_dir,
             },
             smtp: Smtp {
@@ -891,6 +909,7 @@ impl Config {
             sideline: Sideline {
                 retention: raw.sideline.retention.0,
             },
+            cluster,
             domains,
         })
     }
@@ -912,6 +931,13 @@ impl Config {
         }
         address
     }
+}
+
+/// The kernel's host name (what `hostname` prints).
+pub fn machine_hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// Lower case, without the one trailing dot a fully qualified name may carry.

@@ -574,8 +574,10 @@ impl<'a> Session<'a> {
                         .collect(),
                     headers,
                     released: None,
+                    origin: String::new(),
+                    holders: Vec::new(),
                 };
-                self.receiver.sideline.put(&entry).await
+                self.receiver.sideline.put(entry).await
             }
             (Ok(()), _) => {
                 self.receiver

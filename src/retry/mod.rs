@@ -11,6 +11,7 @@ mod backoff;
 /// Also used by `receive::verify` for recipient callouts.
 pub mod deliver;
 mod dsn;
+mod handover;
 mod scheduler;
 
 use crate::config::Live;

@@ -5,13 +5,19 @@
 //!
 //! The message itself stays in the spool under its queue id; this module's
 //! sled tree `sideline.entries` holds one [`Entry`] per message. Release is
-//! in [`release`], the retention purge in [`retention`].
+//! in [`release`], the retention purge in [`retention`]. In a cluster each
+//! message is kept on `[cluster] copies` nodes ([`replicas`]) and the
+//! operator's actions reach all of them ([`everywhere`]).
 
+mod everywhere;
 mod release;
+mod replicas;
 mod retention;
 
 pub use release::ReleaseError;
+pub use replicas::Kept;
 
+use crate::cluster::Cluster;
 use crate::config::Live;
 use crate::filter::checks::bayes::Bayes;
 use crate::retry::{Incoming, Queue};
@@ -51,6 +57,13 @@ pub struct Entry {
     /// Set, once, by the release that won; the entry is removed right after
     /// the message is queued.
     pub released: Option<Released>,
+    /// The node that received the message: while it is up, it alone
+    /// releases it (see [`everywhere`]).
+    #[serde(default)]
+    pub origin: String,
+    /// The nodes known to keep a copy, this one among them.
+    #[serde(default)]
+    pub holders: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -117,7 +130,11 @@ struct Inner {
     store: Store,
     queue: Queue,
     bayes: Arc<Bayes>,
+    cluster: Cluster,
     entries: sled::Tree,
+    /// Ids released or deleted here or elsewhere, kept past retention so
+    /// that a copy arriving late is refused, not released twice.
+    gone: sled::Tree,
 }
 
 fn decode(bytes: &[u8]) -> Option<Entry> {
@@ -135,27 +152,45 @@ impl Sideline {
         store: Store,
         queue: Queue,
         bayes: Arc<Bayes>,
+        cluster: Cluster,
     ) -> io::Result<Sideline> {
         let entries = store.tree("sideline.entries")?;
+        let gone = store.tree("sideline.gone")?;
         let sideline = Sideline(Arc::new(Inner {
             live,
             store,
             queue,
             bayes,
+            cluster,
             entries,
+            gone,
         }));
         sideline.finish_releases().await?;
         Ok(sideline)
     }
 
-    /// Keeps a message; returns once it is on disk. The spool file must
-    /// already be committed.
-    pub async fn put(&self, entry: &Entry) -> io::Result<()> {
+    /// Keeps a message this node received; returns once it is on disk. The
+    /// spool file must already be committed. Copies go to peers after.
+    pub async fn put(&self, mut entry: Entry) -> io::Result<()> {
+        entry.origin = self.0.cluster.me().to_string();
+        entry.holders = vec![entry.origin.clone()];
         self.0
             .entries
-            .insert(&entry.id, encode(entry)?)
+            .insert(&entry.id, encode(&entry)?)
             .map_err(io::Error::other)?;
-        self.0.store.flush().await
+        self.0.store.flush().await?;
+        if self.0.cluster.copies() > 1 {
+            let (sideline, id) = (self.clone(), entry.id);
+            smol::spawn(async move { sideline.place(&id, replicas::ThisNode::Stays).await })
+                .detach();
+        }
+        Ok(())
+    }
+
+    /// Purges expired messages and keeps copies on enough nodes, for as
+    /// long as the node runs.
+    pub async fn run(&self) {
+        smol::future::zip(self.purge_forever(), self.heal_forever()).await;
     }
 
     /// Whether the spool file `id` belongs to a sidelined message.
@@ -194,30 +229,6 @@ impl Sideline {
             .entries
             .iter()
             .filter_map(|item| item.ok().and_then(|(_, v)| decode(&v)))
-    }
-
-    /// Deletes a message for good. False when there is no such entry (or it
-    /// is being released).
-    pub async fn delete(&self, id: &str) -> io::Result<bool> {
-        let Some(old) = self.0.entries.get(id).map_err(io::Error::other)? else {
-            return Ok(false);
-        };
-        if decode(&old).is_none_or(|e| e.released.is_some()) {
-            return Ok(false);
-        }
-        // Only if unchanged: a release that won in between keeps its message.
-        let removed = self
-            .0
-            .entries
-            .compare_and_swap(id, Some(old), None::<&[u8]>)
-            .map_err(io::Error::other)?
-            .is_ok();
-        if removed {
-            self.0.store.flush().await?;
-            self.remove_file(id);
-            log::info!("{id}: sideline: deleted");
-        }
-        Ok(removed)
     }
 
     /// Removes a message file that neither the queue nor this store uses.

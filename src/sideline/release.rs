@@ -29,11 +29,27 @@ impl std::fmt::Display for ReleaseError {
 }
 
 impl Sideline {
-    /// Queues a sidelined message for delivery, not filtered again, with a
-    /// header naming who released it; `train` also teaches the classifier
-    /// that it is ham.
-    pub async fn release(&self, id: &str, by: &str, train: bool) -> Result<Entry, ReleaseError> {
+    /// Queues this node's copy of a sidelined message for delivery, not
+    /// filtered again, with a header naming who released it; `train` also
+    /// teaches the classifier (this node's and its peers') that it is ham.
+    pub(super) async fn release_here(
+        &self,
+        id: &str,
+        by: &str,
+        train: bool,
+    ) -> Result<Entry, ReleaseError> {
+        if self.is_gone(id) {
+            return Err(ReleaseError::AlreadyReleased);
+        }
         let entry = self.mark_released(id, by)?;
+        // Read before queueing: delivery removes the file.
+        let message = if train {
+            let spool = self.0.store.spool().clone();
+            let id = id.to_string();
+            smol::unblock(move || spool.read(&id)).await.ok()
+        } else {
+            None
+        };
         if let Err(e) = self.0.queue.enqueue(as_released(&entry)).await {
             // Not queued: the message stays sidelined and can be released
             // again.
@@ -44,19 +60,49 @@ impl Sideline {
             }
             return Err(ReleaseError::Io(e));
         }
-        if let Err(e) = self.0.entries.remove(id) {
-            log::error!("{id}: released, but its sideline entry stays: {e}");
-        }
+        self.retire(
+            &entry,
+            &format!("released by {} on {}", header_safe(by), self.0.cluster.me()),
+        )
+        .await;
         log::info!(
             "{id}: released: by={} from=<{}> to=<{}> train={train}",
             header_safe(by),
             entry.sender,
             entry.recipients.join(">,<")
         );
-        if train {
-            self.learn_ham(id).await;
+        if let Some(message) = message {
+            self.learn_ham(&message).await;
+            if let Err(e) = self
+                .0
+                .cluster
+                .tell_all("POST", "/peer/learn/ham", &message)
+                .await
+            {
+                log::error!("{id}: release: peers not told to learn it: {e}");
+            }
         }
         Ok(entry)
+    }
+
+    /// After a release here: the entry goes, a tombstone stays, and the
+    /// peers are told to drop their copies.
+    async fn retire(&self, entry: &Entry, how: &str) {
+        let id = &entry.id;
+        if let Err(e) = self.bury(id, entry.received_ms, how) {
+            log::error!("{id}: no tombstone: {e}");
+        }
+        if let Err(e) = self.0.entries.remove(id) {
+            log::error!("{id}: released, but its sideline entry stays: {e}");
+        }
+        let path = format!(
+            "/peer/sideline/{}/forget?how={}",
+            crate::web::percent_encode(id),
+            crate::web::percent_encode(how)
+        );
+        if let Err(e) = self.0.cluster.tell_all("POST", &path, b"").await {
+            log::error!("{id}: peers not told to drop their copies: {e}");
+        }
     }
 
     /// Marks the entry released; only one caller can.
@@ -85,12 +131,12 @@ impl Sideline {
         }
     }
 
-    async fn learn_ham(&self, id: &str) {
-        let (spool, bayes) = (self.0.store.spool().clone(), self.0.bayes.clone());
-        let id = id.to_string();
+    /// Teaches this node's classifier that `message` is ham.
+    pub async fn learn_ham(&self, message: &[u8]) {
+        let bayes = self.0.bayes.clone();
+        let message = message.to_vec();
         let learned = smol::unblock(move || {
-            let raw = spool.read(&id)?;
-            bayes.learn(&Content::parse(&raw), Class::Ham);
+            bayes.learn(&Content::parse(&message), Class::Ham);
             bayes.save()
         })
         .await;
@@ -107,7 +153,9 @@ impl Sideline {
                 self.0.queue.enqueue(as_released(&entry)).await?;
                 log::info!("{}: release finished after a restart", entry.id);
             }
-            self.0.entries.remove(&entry.id).map_err(io::Error::other)?;
+            let by = entry.released.as_ref().map_or("", |r| r.by.as_str());
+            let how = format!("released by {} on {}", header_safe(by), self.0.cluster.me());
+            self.retire(&entry, &how).await;
         }
         self.0.store.flush().await
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 impl Sideline {
     /// Purges, now and then, for as long as the node runs.
-    pub async fn run(&self) {
+    pub(super) async fn purge_forever(&self) {
         loop {
             let retention = self.0.live.current().sideline.retention;
             // Often enough that a message is not kept much past its time,
@@ -25,6 +25,7 @@ impl Sideline {
     pub async fn purge(&self, now_ms: u64) -> usize {
         let retention_ms = self.0.live.current().sideline.retention.as_millis() as u64;
         let cutoff = now_ms.saturating_sub(retention_ms);
+        self.purge_tombstones(cutoff);
         let mut purged = Vec::new();
         for item in self.0.entries.iter() {
             let Ok((key, value)) = item else { continue };

@@ -18,6 +18,9 @@ pub struct Store {
     spool: Spool,
     commit: GroupCommit,
     data_dir: PathBuf,
+    /// Put before every new id: a cluster node's name, so that ids are
+    /// unique across the nodes that exchange messages.
+    id_prefix: String,
 }
 
 impl Store {
@@ -37,7 +40,14 @@ impl Store {
             spool,
             commit,
             data_dir: data_dir.to_path_buf(),
+            id_prefix: String::new(),
         })
+    }
+
+    /// New ids start with `prefix`.
+    pub fn with_id_prefix(mut self, prefix: String) -> Store {
+        self.id_prefix = prefix;
+        self
     }
 
     pub fn tree(&self, name: &str) -> io::Result<sled::Tree> {
@@ -48,10 +58,11 @@ impl Store {
         &self.spool
     }
 
-    /// A new id, unique on this node across restarts.
+    /// A new id, unique on this node across restarts (and in its cluster,
+    /// with the node's prefix).
     pub fn new_id(&self) -> io::Result<String> {
         let n = self.db.generate_id().map_err(io::Error::other)?;
-        Ok(format!("{n:012X}"))
+        Ok(format!("{}{n:012X}", self.id_prefix))
     }
 
     /// The durability point: returns once every write made before the call is

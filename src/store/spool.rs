@@ -27,12 +27,25 @@ impl Spool {
         })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+    /// A message id names a file in this directory and nothing else (ids
+    /// also arrive from peers).
+    fn path(&self, id: &str) -> io::Result<PathBuf> {
+        let valid = !id.is_empty()
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{id:?} is not a message id"),
+            ));
+        }
+        Ok(self.dir.join(id))
     }
 
     pub fn create(&self, id: &str) -> io::Result<SpoolWriter> {
-        let path = self.path(id);
+        let path = self.path(id)?;
         let file = File::options().write(true).create_new(true).open(&path)?;
         Ok(SpoolWriter {
             file: Some(io::BufWriter::with_capacity(64 * 1024, file)),
@@ -43,14 +56,14 @@ impl Spool {
 
     pub fn read(&self, id: &str) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        File::open(self.path(id))?.read_to_end(&mut bytes)?;
+        File::open(self.path(id)?)?.read_to_end(&mut bytes)?;
         Ok(bytes)
     }
 
     /// The header section only (up to the first empty line), at most `limit` bytes.
     pub fn read_headers(&self, id: &str, limit: usize) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        File::open(self.path(id))?
+        File::open(self.path(id)?)?
             .take(limit as u64)
             .read_to_end(&mut bytes)?;
         if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -60,7 +73,7 @@ impl Spool {
     }
 
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.path(id)) {
+        match std::fs::remove_file(self.path(id)?) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }

@@ -1,8 +1,11 @@
-//! HTTP: for now the admin API that the CLI talks to. Admin requests are
-//! accepted only from loopback, so only someone on the node can use them.
+//! HTTP: the admin API that the CLI talks to, accepted only from loopback
+//! so that only someone on the node can use it; the peer API that the
+//! other nodes of a cluster call, signed ([`peer`]); and /metrics.
 
 mod admin;
+mod drain;
 mod lists;
+mod peer;
 mod sideline;
 mod verify;
 
@@ -36,6 +39,8 @@ pub fn error_reply(status: StatusCode, message: &str) -> Reply {
 /// What the web server answers about.
 #[derive(Clone)]
 pub struct Node {
+    pub live: crate::config::Live,
+    pub cluster: crate::cluster::Cluster,
     pub queue: Queue,
     pub store: Store,
     pub receiver: Arc<Receiver>,
@@ -50,6 +55,20 @@ pub fn query_value(query: &str, name: &str) -> Option<String> {
         .split('&')
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))?;
     Some(percent_decode(&raw.replace('+', " ")))
+}
+
+/// A value for a path or query string: everything but unreserved
+/// characters percent-encoded (`+` in an address must not become a space).
+pub fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `%40` and the like turned back into their bytes.
@@ -108,6 +127,9 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Rep
     if path == "/healthz" {
         return json_reply(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
     }
+    if path.starts_with("/peer/") {
+        return peer::handle(request, peer, node).await;
+    }
     let admin_path = path.strip_prefix("/admin/");
     if (admin_path.is_some() || path == "/metrics") && !peer.ip().is_loopback() {
         return error_reply(
@@ -131,8 +153,17 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Rep
                 sideline::handle(request.method(), rest, query, &node.sideline).await
             }
             ["lists", rest @ ..] => {
-                lists::handle(request.method(), rest, query, &node.user_lists, &node.store).await
+                lists::handle(
+                    request.method(),
+                    rest,
+                    query,
+                    &node.user_lists,
+                    &node.store,
+                    Some(&node.cluster),
+                )
+                .await
             }
+            ["drain"] if request.method() == hyper::Method::POST => drain::handle(node).await,
             ["verify", rest @ ..] => {
                 verify::handle(request.method(), rest, query, node.receiver.policies()).await
             }
@@ -191,6 +222,11 @@ async fn metrics_page(node: &Node) -> Reply {
             "antemx_classifier_learned_ham",
             "Messages the classifier has learned as ham",
             f64::from(node.bayes.trained().1),
+        ),
+        (
+            "antemx_cluster_undelivered_calls",
+            "Calls to peers waiting in the outbox for a peer that is down",
+            node.cluster.undelivered() as f64,
         ),
         (
             "antemx_disk_bytes",

@@ -3,6 +3,8 @@
 //! - `GET /admin/sideline?domain=&recipient=&sender=&since_ms=&until_ms=`
 //! - `GET /admin/sideline/ID`, `DELETE /admin/sideline/ID`
 //! - `POST /admin/sideline/ID/release?by=WHO&train=1`
+//!
+//! In a cluster each answers for every node (`sideline::everywhere`).
 
 use super::{error_reply, json_reply, query_value, Reply};
 use crate::sideline::{Filter, ReleaseError, Sideline};
@@ -12,18 +14,17 @@ use serde_json::json;
 pub async fn handle(method: &Method, parts: &[&str], query: &str, sideline: &Sideline) -> Reply {
     match (method, parts) {
         (&Method::GET, []) => match filter(query) {
-            Ok(filter) => {
-                let sideline = sideline.clone();
-                let entries = smol::unblock(move || sideline.list(&filter)).await;
-                json_reply(StatusCode::OK, &entries)
-            }
+            Ok(filter) => json_reply(
+                StatusCode::OK,
+                &sideline.list_everywhere(filter, query).await,
+            ),
             Err(e) => error_reply(StatusCode::BAD_REQUEST, &e),
         },
-        (&Method::GET, [id]) => match sideline.show(id) {
-            Some(entry) if entry.released.is_none() => json_reply(StatusCode::OK, &entry),
-            _ => not_found(id),
+        (&Method::GET, [id]) => match sideline.find(id).await {
+            Some(entry) => json_reply(StatusCode::OK, &entry),
+            None => not_found(id),
         },
-        (&Method::DELETE, [id]) => match sideline.delete(id).await {
+        (&Method::DELETE, [id]) => match sideline.delete(id, "admin").await {
             Ok(true) => json_reply(StatusCode::OK, &json!({ "deleted": id })),
             Ok(false) => not_found(id),
             Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -51,7 +52,7 @@ fn not_found(id: &str) -> Reply {
     error_reply(StatusCode::NOT_FOUND, &format!("no sidelined message {id}"))
 }
 
-fn filter(query: &str) -> Result<Filter, String> {
+pub(super) fn filter(query: &str) -> Result<Filter, String> {
     let ms = |name: &str| {
         query_value(query, name)
             .map(|v| {

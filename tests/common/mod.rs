@@ -98,6 +98,11 @@ pub struct Setup {
     pub dns: Option<SocketAddr>,
     /// More sections at the end of the file, e.g. `[filter]`.
     pub extra: String,
+    /// The web address, when other nodes must know it before this one
+    /// starts (a cluster); else a free port.
+    pub web: Option<SocketAddr>,
+    /// `serve --node NAME`.
+    pub node_name: Option<String>,
 }
 
 impl Setup {
@@ -113,6 +118,8 @@ impl Setup {
             retry: String::new(),
             dns: None,
             extra: String::new(),
+            web: None,
+            node_name: None,
         }
     }
 }
@@ -124,6 +131,7 @@ pub struct Node {
     pub dir: PathBuf,
     pub config: PathBuf,
     log: PathBuf,
+    node_name: Option<String>,
     child: Option<Child>,
     /// The DNS server of a node whose test gave none: one that knows no
     /// name, so that no test asks the machine's resolver (SPF, DMARC).
@@ -143,6 +151,7 @@ impl Node {
             log: dir.join("antemx.log"),
             config: dir.join("antemx.toml"),
             dir,
+            node_name: setup.node_name.clone(),
             child: None,
             _dns: own_dns,
         };
@@ -150,7 +159,9 @@ impl Node {
         // binds it: then try other ports.
         for _ in 0..5 {
             node.smtp = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            node.web = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            node.web = setup
+                .web
+                .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
             std::fs::write(&node.config, node.config_text(&setup)).unwrap();
             match node.launch() {
                 Ok(()) => return node,
@@ -192,9 +203,12 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_antemx"))
-            .args(["serve", "--config"])
-            .arg(&self.config)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_antemx"));
+        command.args(["serve", "--config"]).arg(&self.config);
+        if let Some(name) = &self.node_name {
+            command.args(["--node", name]);
+        }
+        let child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

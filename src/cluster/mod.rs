@@ -1,0 +1,347 @@
+//! The nodes of a cluster and the calls between them.
+//!
+//! Every node runs the same config; `[cluster] nodes` names them all with the
+//! address of their web server, where the peer API (`/peer/...`) answers
+//! signed calls only ([`auth`]). A node knows itself by `serve --node NAME`
+//! or its hostname. What must reach a peer even when it is down (a release
+//! elsewhere, a list change, training) goes through the [`outbox`], which
+//! keeps it on disk and retries until the peer has it.
+//!
+//! Without `[cluster]` a node is a cluster of one: no peers, one copy.
+
+mod auth;
+mod outbox;
+
+use crate::config::{Config, Live};
+use crate::store::Store;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A peer's answer: its HTTP status and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("bad answer: {e}"))
+    }
+}
+
+/// A peer call's largest answer: a message, or a listing of many entries.
+const MAX_ANSWER_BYTES: u64 = 512 * 1024 * 1024;
+/// A node that does not accept a connection in this time counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Long enough for a large message between data centres.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub struct Cluster(Arc<Inner>);
+
+struct Inner {
+    me: String,
+    live: Live,
+    agent: ureq::Agent,
+    outbox: outbox::Outbox,
+}
+
+impl Cluster {
+    /// Finds this node among `[cluster] nodes`: `--node NAME`, else the
+    /// machine's hostname or its first label.
+    pub fn open(live: Live, store: &Store, node: Option<String>) -> Result<Cluster, String> {
+        let config = live.current();
+        let me = match (&config.cluster, node) {
+            (None, Some(name)) => name,
+            (None, None) => config.node.hostname.clone(),
+            (Some(cluster), Some(name)) => {
+                if !cluster.nodes.contains_key(&name) {
+                    return Err(format!(
+                        "--node {name} is not among [cluster] nodes ({})",
+                        names(&config)
+                    ));
+                }
+                name
+            }
+            (Some(cluster), None) => {
+                let hostname = crate::config::machine_hostname().unwrap_or_default();
+                let short = hostname.split('.').next().unwrap_or_default().to_string();
+                [hostname.clone(), short]
+                    .into_iter()
+                    .find(|name| cluster.nodes.contains_key(name))
+                    .ok_or_else(|| {
+                        format!(
+                            "this machine's hostname {hostname:?} is not among [cluster] nodes ({}): start with --node NAME",
+                            names(&config)
+                        )
+                    })?
+            }
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(CALL_TIMEOUT))
+            .build()
+            .into();
+        let outbox = outbox::Outbox::open(store).map_err(|e| format!("cluster outbox: {e}"))?;
+        Ok(Cluster(Arc::new(Inner {
+            me,
+            live,
+            agent,
+            outbox,
+        })))
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.0.me
+    }
+
+    /// Whether a reloaded config can replace the running one: the cluster
+    /// can change its members, but this node must stay one, and a node
+    /// cannot join or leave a cluster without a restart (its message ids
+    /// carry its name only in a cluster).
+    pub fn accepts(&self, config: &Config) -> Result<(), String> {
+        let running = self.0.live.current();
+        match (&running.cluster, &config.cluster) {
+            (None, None) => Ok(()),
+            (Some(_), Some(cluster)) if cluster.nodes.contains_key(&self.0.me) => Ok(()),
+            (Some(_), Some(_)) => Err(format!(
+                "this node ({}) is not among the new [cluster] nodes ({})",
+                self.0.me,
+                names(config)
+            )),
+            _ => Err("[cluster] cannot be added or removed by a reload: restart the node".into()),
+        }
+    }
+
+    /// The other nodes, by name.
+    pub fn peers(&self) -> Vec<String> {
+        self.0
+            .live
+            .current()
+            .cluster
+            .as_ref()
+            .map(|c| {
+                c.nodes
+                    .keys()
+                    .filter(|name| **name != self.0.me)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `name` is a node of the cluster now (this one included).
+    pub fn is_member(&self, name: &str) -> bool {
+        name == self.0.me
+            || self
+                .0
+                .live
+                .current()
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.nodes.contains_key(name))
+    }
+
+    /// How many nodes keep each sidelined message.
+    pub fn copies(&self) -> usize {
+        self.0
+            .live
+            .current()
+            .cluster
+            .as_ref()
+            .map_or(1, |c| c.copies)
+    }
+
+    pub fn heal_interval(&self) -> Duration {
+        self.0
+            .live
+            .current()
+            .cluster
+            .as_ref()
+            .map_or(Duration::from_secs(60), |c| c.heal_interval)
+    }
+
+    /// Every node, in the order `key` prefers them (rendezvous hashing):
+    /// the same order on every node, and removing a node moves only the
+    /// keys it had.
+    pub fn ranked(&self, key: &str) -> Vec<String> {
+        let mut nodes = self.peers();
+        nodes.push(self.0.me.clone());
+        let weight = |node: &String| {
+            let digest =
+                ring::digest::digest(&ring::digest::SHA256, format!("{node}\0{key}").as_bytes());
+            digest.as_ref().to_vec()
+        };
+        nodes.sort_by_cached_key(|node| std::cmp::Reverse(weight(node)));
+        nodes
+    }
+
+    fn address(&self, peer: &str) -> Result<(SocketAddr, String), String> {
+        let config = self.0.live.current();
+        let cluster = config
+            .cluster
+            .as_ref()
+            .ok_or("this node is not in a cluster")?;
+        let address = cluster
+            .nodes
+            .get(peer)
+            .ok_or_else(|| format!("{peer} is not a node of the cluster"))?;
+        Ok((*address, cluster.secret.clone()))
+    }
+
+    /// Calls a peer now; an error means it could not be reached (or gave
+    /// no answer), not that it said no.
+    pub async fn call(
+        &self,
+        peer: &str,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, String> {
+        let (address, secret) = self.address(peer)?;
+        let time = crate::time::now_ms() / 1000;
+        let signature = auth::sign(&secret, method, path, &self.0.me, time, &body);
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{address}{path}"))
+            .header(auth::NODE_HEADER, &self.0.me)
+            .header(auth::TIME_HEADER, time.to_string())
+            .header(auth::SIGNATURE_HEADER, signature)
+            .body(body)
+            .map_err(|e| e.to_string())?;
+        let agent = self.0.agent.clone();
+        let peer = peer.to_string();
+        smol::unblock(move || {
+            let mut response = agent
+                .run(request)
+                .map_err(|e| format!("{peer} ({address}): {e}"))?;
+            let body = response
+                .body_mut()
+                .with_config()
+                .limit(MAX_ANSWER_BYTES)
+                .read_to_vec()
+                .map_err(|e| format!("{peer} ({address}): {e}"))?;
+            Ok(Answer {
+                status: response.status().as_u16(),
+                body,
+            })
+        })
+        .await
+    }
+
+    /// Calls every peer at once; each answer or error by peer name.
+    pub async fn call_all(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Vec<(String, Result<Answer, String>)> {
+        let calls: Vec<_> = self
+            .peers()
+            .into_iter()
+            .map(|peer| {
+                let (cluster, method, path, body) = (
+                    self.clone(),
+                    method.to_string(),
+                    path.to_string(),
+                    body.clone(),
+                );
+                smol::spawn(async move {
+                    let answer = cluster.call(&peer, &method, &path, body).await;
+                    (peer, answer)
+                })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(calls.len());
+        for call in calls {
+            answers.push(call.await);
+        }
+        answers
+    }
+
+    /// Makes sure every peer gets this call, now or when it is back: the
+    /// call is on disk when this returns.
+    pub async fn tell_all(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<()> {
+        for peer in self.peers() {
+            self.0.outbox.add(&peer, method, path, body)?;
+        }
+        self.0.outbox.flush().await?;
+        self.0.outbox.wake();
+        Ok(())
+    }
+
+    /// Who signed a call to this node's peer API, if the signature holds.
+    pub fn authenticate(
+        &self,
+        method: &str,
+        path: &str,
+        header: impl Fn(&str) -> Option<String>,
+        body: &[u8],
+    ) -> Result<String, String> {
+        let config = self.0.live.current();
+        let cluster = config
+            .cluster
+            .as_ref()
+            .ok_or("this node is not in a cluster")?;
+        let node = header(auth::NODE_HEADER).ok_or("the call is not signed")?;
+        if node == self.0.me || !cluster.nodes.contains_key(&node) {
+            return Err(format!("{node:?} is not a peer of this node"));
+        }
+        let time: u64 = header(auth::TIME_HEADER)
+            .and_then(|t| t.parse().ok())
+            .ok_or("the call has no time")?;
+        let signature = header(auth::SIGNATURE_HEADER).ok_or("the call is not signed")?;
+        auth::verify(
+            &cluster.secret,
+            (method, path),
+            &node,
+            time,
+            &signature,
+            body,
+            crate::time::now_ms() / 1000,
+        )?;
+        Ok(node)
+    }
+
+    /// Delivers what the outbox holds, for as long as the node runs.
+    pub async fn run(&self) {
+        self.0.outbox.run(self).await
+    }
+
+    /// Calls waiting in the outbox for peers that have not had them.
+    pub fn undelivered(&self) -> usize {
+        self.0.outbox.len()
+    }
+}
+
+/// A record and the bytes that go with it in one body: the record's JSON,
+/// a newline, the bytes (a message, say) as they are.
+pub fn frame(record: &impl serde::Serialize, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut framed = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+    framed.push(b'\n');
+    framed.extend_from_slice(bytes);
+    Ok(framed)
+}
+
+/// The record and bytes of a [`frame`]; `None` when it is not one.
+pub fn unframe<T: serde::de::DeserializeOwned>(framed: &[u8]) -> Option<(T, &[u8])> {
+    let split = framed.iter().position(|&b| b == b'\n')?;
+    let record = serde_json::from_slice(&framed[..split]).ok()?;
+    Some((record, &framed[split + 1..]))
+}
+
+fn names(config: &Config) -> String {
+    config
+        .cluster
+        .as_ref()
+        .map(|c| c.nodes.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}

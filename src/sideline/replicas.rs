@@ -1,0 +1,299 @@
+//! Copies: in a cluster every sidelined message is kept on `[cluster]
+//! copies` nodes, so that losing one makes nothing unavailable.
+//!
+//! The node that received a message keeps it, then pushes it to the peers
+//! the message's id ranks first (rendezvous order) until enough hold it; a
+//! peer that is down is skipped for the next one. Every holder re-checks
+//! its messages each `heal_interval` and pushes again when holders were
+//! lost (a node removed from the config). A message released or deleted
+//! anywhere leaves a tombstone in `sideline.gone` on every node: a copy
+//! pushed late is refused with it, and the pusher forgets its own.
+
+use super::{decode, encode, Entry, Sideline};
+use serde::{Deserialize, Serialize};
+use std::io;
+
+/// Whether this node counts among a message's holders when copies are
+/// placed: not when it is being drained.
+#[derive(Clone, Copy)]
+pub(super) enum ThisNode {
+    Stays,
+    Leaving,
+}
+
+/// What a node does with a copy a peer pushes.
+#[derive(Debug, PartialEq)]
+pub enum Kept {
+    /// Stored now, on disk.
+    New,
+    /// It had it already; it now knows the pusher's holders too.
+    Known,
+    /// Released or deleted already: not stored.
+    Gone,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Tombstone {
+    received_ms: u64,
+    at_ms: u64,
+    how: String,
+}
+
+impl Sideline {
+    /// Brings `id` to `copies` holders, as far as peers answer; with
+    /// [`ThisNode::Leaving`], to that many holders besides this node.
+    pub(super) async fn place(&self, id: &str, this_node: ThisNode) {
+        let cluster = &self.0.cluster;
+        let Some(entry) = self.show(id).filter(|e| e.released.is_none()) else {
+            return;
+        };
+        let mut holders: Vec<String> = entry
+            .holders
+            .iter()
+            .filter(|h| cluster.is_member(h))
+            .cloned()
+            .collect();
+        if !holders.iter().any(|h| h == cluster.me()) {
+            holders.push(cluster.me().to_string());
+        }
+        let (wanted, counted) = match this_node {
+            ThisNode::Stays => (cluster.copies(), 0),
+            ThisNode::Leaving => (cluster.copies().min(cluster.peers().len()), 1),
+        };
+        if holders.len() >= wanted + counted && holders.len() == entry.holders.len() {
+            return;
+        }
+        let message = match self.0.store.spool().read(id) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("{id}: sideline: cannot read the message to copy it: {e}");
+                return;
+            }
+        };
+        for peer in cluster.ranked(id) {
+            if holders.len() >= wanted + counted {
+                break;
+            }
+            if holders.contains(&peer) {
+                continue;
+            }
+            let mut copy = entry.clone();
+            copy.holders = holders.clone();
+            copy.holders.push(peer.clone());
+            let Ok(body) = crate::cluster::frame(&copy, &message) else {
+                return;
+            };
+            let path = format!("/peer/sideline/{}", crate::web::percent_encode(id));
+            match cluster.call(&peer, "PUT", &path, body).await {
+                Ok(answer) if answer.is_success() => {
+                    log::info!("{id}: sideline: copy kept on {peer}");
+                    holders.push(peer);
+                }
+                Ok(answer) if answer.status == 410 => {
+                    // Released or deleted elsewhere while this node held it.
+                    let _ = self.forget(id, &format!("gone on {peer}")).await;
+                    return;
+                }
+                Ok(answer) => log::warn!(
+                    "{id}: sideline: {peer} refused a copy: {} {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body).trim()
+                ),
+                Err(e) => log::info!("{id}: sideline: no copy on {e}"),
+            }
+        }
+        if holders.len() < wanted + counted {
+            log::warn!(
+                "{id}: sideline: kept on {} of {} nodes; trying again later",
+                holders.len(),
+                wanted + counted
+            );
+        }
+        self.record_holders(id, holders);
+    }
+
+    /// Stores the holders of an entry unless it was released meanwhile.
+    fn record_holders(&self, id: &str, holders: Vec<String>) {
+        let _ = self.0.entries.fetch_and_update(id, |old| {
+            let mut entry = decode(old?)?;
+            if entry.released.is_some() {
+                return encode(&entry).ok();
+            }
+            entry.holders = holders.clone();
+            encode(&entry).ok()
+        });
+    }
+
+    /// Keeps a copy a peer pushed: message file and entry on disk before
+    /// this returns.
+    pub async fn keep_copy(&self, mut entry: Entry, message: &[u8]) -> io::Result<Kept> {
+        let id = entry.id.clone();
+        if self.is_gone(&id) {
+            return Ok(Kept::Gone);
+        }
+        if let Some(mut known) = self.show(&id) {
+            for holder in entry.holders {
+                if !known.holders.contains(&holder) {
+                    known.holders.push(holder);
+                }
+            }
+            self.record_holders(&id, known.holders);
+            return Ok(Kept::Known);
+        }
+        let spool = self.0.store.spool().clone();
+        let bytes = message.to_vec();
+        let file_id = id.clone();
+        smol::unblock(move || {
+            // A file left by an earlier push that failed half-way.
+            spool.remove(&file_id)?;
+            let mut file = spool.create(&file_id)?;
+            file.write(&bytes)?;
+            file.commit()
+        })
+        .await?;
+        let me = self.0.cluster.me().to_string();
+        if !entry.holders.contains(&me) {
+            entry.holders.push(me);
+        }
+        entry.released = None;
+        self.0
+            .entries
+            .insert(&id, encode(&entry)?)
+            .map_err(io::Error::other)?;
+        self.0.store.flush().await?;
+        log::info!("{id}: sideline: copy kept for {}", entry.origin);
+        Ok(Kept::New)
+    }
+
+    /// Whether `id` was released or deleted (here or, as far as this node
+    /// was told, elsewhere).
+    pub fn is_gone(&self, id: &str) -> bool {
+        self.0.gone.contains_key(id).unwrap_or(false)
+    }
+
+    /// Leaves a tombstone for `id`; not flushed (the caller flushes).
+    pub(super) fn bury(&self, id: &str, received_ms: u64, how: &str) -> io::Result<()> {
+        let tombstone = Tombstone {
+            received_ms,
+            at_ms: crate::time::now_ms(),
+            how: how.to_string(),
+        };
+        let bytes = serde_json::to_vec(&tombstone).map_err(io::Error::other)?;
+        self.0.gone.insert(id, bytes).map_err(io::Error::other)?;
+        Ok(())
+    }
+
+    /// Drops this node's copy of a message released or deleted elsewhere.
+    /// True when there was one.
+    pub async fn forget(&self, id: &str, how: &str) -> io::Result<bool> {
+        let held = self.show(id);
+        // A copy this node is releasing itself is not dropped under it.
+        if held.as_ref().is_some_and(|e| e.released.is_some()) {
+            return Ok(false);
+        }
+        let received_ms = held
+            .as_ref()
+            .map_or_else(crate::time::now_ms, |e| e.received_ms);
+        self.bury(id, received_ms, how)?;
+        let removed = match held {
+            Some(entry) => self
+                .0
+                .entries
+                .compare_and_swap(id, Some(encode(&entry)?), None::<&[u8]>)
+                .map_err(io::Error::other)?
+                .is_ok(),
+            None => false,
+        };
+        self.0.store.flush().await?;
+        if removed {
+            self.remove_file(id);
+            log::info!("{id}: sideline: copy dropped ({how})");
+        }
+        Ok(removed)
+    }
+
+    /// Tombstones of messages that would have expired by `cutoff_ms`.
+    pub(super) fn purge_tombstones(&self, cutoff_ms: u64) {
+        for item in self.0.gone.iter() {
+            let Ok((key, value)) = item else { continue };
+            let old = serde_json::from_slice::<Tombstone>(&value)
+                .map_or(true, |t| t.received_ms < cutoff_ms);
+            if old {
+                let _ = self.0.gone.remove(key);
+            }
+        }
+    }
+
+    /// Pushes copies of every message held here that has too few.
+    pub(super) async fn heal(&self) {
+        let short: Vec<String> = self
+            .all()
+            .filter(|e| {
+                e.released.is_none()
+                    && (e.holders.len() < self.0.cluster.copies()
+                        || e.holders.iter().any(|h| !self.0.cluster.is_member(h)))
+            })
+            .map(|e| e.id)
+            .collect();
+        for id in short {
+            self.place(&id, ThisNode::Stays).await;
+        }
+    }
+
+    /// Heals for as long as the node runs.
+    pub(super) async fn heal_forever(&self) {
+        loop {
+            smol::Timer::after(self.0.cluster.heal_interval()).await;
+            if self.0.cluster.copies() > 1 {
+                self.heal().await;
+            }
+        }
+    }
+
+    /// `antemx drain`: makes sure every message held here is kept on enough
+    /// other nodes, then drops this node's copy. Returns (moved, left):
+    /// what could not be placed (peers down) stays.
+    pub async fn drain(&self) -> (usize, usize) {
+        let cluster = &self.0.cluster;
+        let wanted = cluster.copies().min(cluster.peers().len());
+        let elsewhere = |entry: &Entry| {
+            entry
+                .holders
+                .iter()
+                .filter(|h| *h != cluster.me() && cluster.is_member(h))
+                .count()
+        };
+        let ids: Vec<String> = self
+            .all()
+            .filter(|e| e.released.is_none())
+            .map(|e| e.id)
+            .collect();
+        let (mut moved, mut left) = (0, 0);
+        for id in ids {
+            self.place(&id, ThisNode::Leaving).await;
+            let Ok(Some(raw)) = self.0.entries.get(&id) else {
+                continue;
+            };
+            let placed = decode(&raw)
+                .is_some_and(|e| e.released.is_none() && wanted > 0 && elsewhere(&e) >= wanted);
+            // Only if unchanged: a release at this moment wins.
+            let removed = placed
+                && self
+                    .0
+                    .entries
+                    .compare_and_swap(&id, Some(raw), None::<&[u8]>)
+                    .is_ok_and(|swapped| swapped.is_ok());
+            if removed {
+                self.remove_file(&id);
+                log::info!("{id}: sideline: drained to its other holders");
+                moved += 1;
+            } else {
+                left += 1;
+            }
+        }
+        if let Err(e) = self.0.store.flush().await {
+            log::error!("sideline: drain not flushed: {e}");
+        }
+        (moved, left)
+    }
+}

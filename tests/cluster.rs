@@ -1,0 +1,440 @@
+//! Three nodes of one cluster on loopback, each a real antemx process with
+//! its own data directory, sharing one `[cluster]` section: sidelined mail
+//! kept on two nodes, listed and released from any node exactly once (also
+//! when the node that received it is dead, and when two nodes are asked at
+//! once), list changes reaching a node that was down, `antemx drain`, and a
+//! peer API that refuses calls not signed with the cluster secret.
+
+mod common;
+
+use common::{free_port, queue_id, wait_for, Mode, Node, Setup, Sink};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+const SECRET: &str = "a-test-cluster-secret-0123456789";
+const NAMES: [&str; 3] = ["mx1", "mx2", "mx3"];
+/// A message missing From, Date and Message-ID scores 2.5: sidelined.
+const FILTER: &str = "\n[filter]\nsideline_at = 2.0\nreject_at = 50.0\n";
+const SUSPECT: &str = "Subject: you won\r\nTo: bob@example.com\r\n\r\nClaim your prize.\r\n";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn clean(n: usize) -> String {
+    format!("From: Alice <alice@sender.test>\r\nTo: bob@example.com\r\nSubject: note {n}\r\nDate: {}\r\nMessage-ID: <note{n}@sender.test>\r\n\r\nHello.\r\n", common::date_now())
+}
+
+/// The `[cluster]` section for nodes at these web addresses.
+fn cluster_section(webs: &[SocketAddr], copies: usize) -> String {
+    let nodes: Vec<String> = NAMES
+        .iter()
+        .zip(webs)
+        .map(|(name, web)| format!("{name} = \"{web}\""))
+        .collect();
+    format!(
+        "\n[cluster]\nnodes = {{ {} }}\nsecret = \"{SECRET}\"\ncopies = {copies}\nheal_interval = \"1s\"\n",
+        nodes.join(", ")
+    )
+}
+
+fn start_cluster(sink: &Sink, copies: usize) -> Vec<Node> {
+    let webs: Vec<SocketAddr> = NAMES
+        .iter()
+        .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+        .collect();
+    let section = cluster_section(&webs, copies);
+    NAMES
+        .iter()
+        .zip(&webs)
+        .map(|(name, web)| {
+            let mut setup = Setup::routed_to(sink.address);
+            setup.extra = format!("{FILTER}{section}");
+            setup.retry = "min_interval = \"1s\"\nmax_interval = \"2s\"\n".into();
+            setup.web = Some(*web);
+            setup.node_name = Some(name.to_string());
+            Node::start(setup)
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.1 request on loopback: (status, body).
+fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// How many sidelined messages this node keeps a copy of (its /metrics).
+fn copies_on(node: &Node) -> usize {
+    let (_, page) = http(node.web, "GET", "/metrics", &[]);
+    page.lines()
+        .find_map(|line| line.strip_prefix("antemx_sideline_messages "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as usize)
+}
+
+fn total_copies(nodes: &[Node]) -> usize {
+    nodes.iter().map(copies_on).sum()
+}
+
+fn sideline_suspect(node: &Node) -> String {
+    let mut client = node.client();
+    client.cmd("EHLO client.sender.test");
+    let reply = client.send_message("alice@sender.test", &["bob@example.com"], SUSPECT);
+    assert!(reply.1.contains("sidelined") || reply.0 == 250, "{reply:?}");
+    queue_id(&reply)
+}
+
+fn listed_ids(node: &Node) -> Vec<String> {
+    node.sidelined()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn release(node: &Node, id: &str) -> std::process::Output {
+    node.cli(&["sideline", "release", id])
+}
+
+#[test]
+fn sidelined_mail_is_kept_on_two_nodes_and_released_once_after_its_node_dies() {
+    let sink = Sink::start();
+    let mut nodes = start_cluster(&sink, 2);
+    let id = sideline_suspect(&nodes[0]);
+    assert!(id.starts_with("mx1-"), "ids carry the node's name: {id}");
+    assert!(
+        wait_for(WAIT, || total_copies(&nodes) == 2),
+        "two copies expected, nodes hold {:?}",
+        nodes.iter().map(copies_on).collect::<Vec<_>>()
+    );
+    assert_eq!(copies_on(&nodes[0]), 1, "the receiving node keeps its copy");
+    for node in &nodes {
+        assert_eq!(
+            listed_ids(node),
+            vec![id.clone()],
+            "every node lists it once"
+        );
+    }
+
+    // The node that received it dies; the message is still there.
+    nodes[0].kill9();
+    let survivors = &nodes[1..];
+    for node in survivors {
+        assert_eq!(listed_ids(node), vec![id.clone()]);
+    }
+    let released = release(&nodes[2], &id);
+    assert!(
+        released.status.success(),
+        "release: {}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    let delivered = sink.wait_messages(1, WAIT);
+    assert_eq!(delivered.len(), 1);
+    assert!(delivered[0].text().contains("X-Antemx-Released: by admin"));
+    let again = release(&nodes[1], &id);
+    assert!(!again.status.success(), "a second release must fail");
+    assert!(wait_for(WAIT, || copies_on(&nodes[1])
+        + copies_on(&nodes[2])
+        == 0));
+
+    // Back up, the dead node learns of the release and drops its copy; a
+    // release asked of it now delivers nothing more.
+    nodes[0].restart();
+    assert!(
+        wait_for(WAIT, || copies_on(&nodes[0]) == 0),
+        "the returning node kept a released message; log:\n{}",
+        nodes[0].log()
+    );
+    assert!(!release(&nodes[0], &id).status.success());
+    assert!(listed_ids(&nodes[0]).is_empty());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sink.messages().len(), 1, "delivered exactly once");
+}
+
+#[test]
+fn two_nodes_releasing_at_once_deliver_once() {
+    let sink = Sink::start();
+    let nodes = start_cluster(&sink, 2);
+    let ids: Vec<String> = (0..3).map(|_| sideline_suspect(&nodes[0])).collect();
+    assert!(wait_for(WAIT, || total_copies(&nodes) == 6));
+    for id in &ids {
+        let outcomes: Vec<bool> = std::thread::scope(|scope| {
+            let racers: Vec<_> = nodes[1..]
+                .iter()
+                .map(|node| scope.spawn(move || release(node, id).status.success()))
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(
+            outcomes.iter().filter(|ok| **ok).count(),
+            1,
+            "{id}: exactly one release wins: {outcomes:?}"
+        );
+    }
+    let delivered = sink.wait_messages(3, WAIT);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(delivered.len(), 3);
+    assert_eq!(sink.messages().len(), 3, "each message delivered once");
+    assert!(wait_for(WAIT, || total_copies(&nodes) == 0));
+}
+
+#[test]
+fn deleting_on_one_node_drops_every_copy() {
+    let sink = Sink::start();
+    let nodes = start_cluster(&sink, 3);
+    let id = sideline_suspect(&nodes[1]);
+    assert!(wait_for(WAIT, || total_copies(&nodes) == 3));
+    let deleted = nodes[2].cli(&["sideline", "delete", &id]);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(wait_for(WAIT, || total_copies(&nodes) == 0));
+    assert!(!release(&nodes[0], &id).status.success());
+    assert!(sink.messages().is_empty());
+}
+
+#[test]
+fn list_changes_reach_every_node_and_one_that_was_down() {
+    let sink = Sink::start();
+    let mut nodes = start_cluster(&sink, 2);
+    let allowed = |node: &Node| {
+        let out = node.cli(&["lists", "show", "bob@example.com", "--json"]);
+        String::from_utf8_lossy(&out.stdout).contains("friend@partner.test")
+    };
+    nodes[2].kill9();
+    let added = nodes[0].cli(&[
+        "lists",
+        "add",
+        "bob@example.com",
+        "allow",
+        "friend@partner.test",
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(wait_for(WAIT, || allowed(&nodes[1])));
+    nodes[2].restart();
+    assert!(
+        wait_for(WAIT, || allowed(&nodes[2])),
+        "the node that was down never got the change; log:\n{}",
+        nodes[0].log()
+    );
+    // And it decides with it: the suspect message from that sender passes.
+    let mut client = nodes[2].client();
+    client.cmd("EHLO client.partner.test");
+    let reply = client.send_message("friend@partner.test", &["bob@example.com"], SUSPECT);
+    assert_eq!(reply.0, 250);
+    assert_eq!(sink.wait_messages(1, WAIT).len(), 1);
+}
+
+#[test]
+fn drain_hands_the_queue_and_the_sidelined_mail_to_the_peers() {
+    let sink = Sink::start();
+    sink.set_mode(Mode::TempFail);
+    let nodes = start_cluster(&sink, 2);
+    let queued: Vec<String> = (0..5)
+        .map(|n| {
+            let mut client = nodes[0].client();
+            client.cmd("EHLO client.sender.test");
+            queue_id(&client.send_message("alice@sender.test", &["bob@example.com"], &clean(n)))
+        })
+        .collect();
+    let sidelined: Vec<String> = (0..2).map(|_| sideline_suspect(&nodes[0])).collect();
+    assert!(wait_for(WAIT, || total_copies(&nodes) == 4));
+    assert_eq!(nodes[0].queue().len(), 5);
+
+    let drained = nodes[0].cli(&["drain"]);
+    assert!(
+        drained.status.success(),
+        "drain: {}{}",
+        String::from_utf8_lossy(&drained.stdout),
+        String::from_utf8_lossy(&drained.stderr)
+    );
+    assert!(
+        nodes[0].queue().is_empty(),
+        "the drained node's queue is empty"
+    );
+    assert_eq!(copies_on(&nodes[0]), 0);
+    assert_eq!(
+        copies_on(&nodes[1]) + copies_on(&nodes[2]),
+        4,
+        "two copies each, elsewhere"
+    );
+    let mut taken: Vec<String> = nodes[1..]
+        .iter()
+        .flat_map(|n| n.queue())
+        .map(|job| job["id"].as_str().unwrap().to_string())
+        .collect();
+    taken.sort();
+    let mut expected = queued.clone();
+    expected.sort();
+    assert_eq!(
+        taken, expected,
+        "each queued message is on exactly one peer"
+    );
+    let mut listed = listed_ids(&nodes[1]);
+    listed.sort();
+    let mut expected = sidelined.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // The drained node takes no more mail.
+    assert!(
+        TcpStream::connect(nodes[0].smtp).is_err() || nodes[0].client().greeting.0 != 220,
+        "a drained node must not take mail"
+    );
+
+    sink.set_mode(Mode::Accept);
+    for node in &nodes[1..] {
+        node.cli(&["queue", "flush"]);
+    }
+    let delivered = sink.wait_messages(5, WAIT);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(delivered.len(), 5);
+    assert_eq!(
+        sink.messages().len(),
+        5,
+        "each queued message delivered once"
+    );
+}
+
+/// A signature as a peer makes it (see src/cluster/auth.rs).
+fn sign(secret: &str, method: &str, path: &str, node: &str, time: u64) -> String {
+    use ring::{digest, hmac};
+    let body_digest: String = digest::digest(&digest::SHA256, b"")
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let text = format!("{method}\n{path}\n{node}\n{time}\n{body_digest}");
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    hmac::sign(&key, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn the_peer_api_refuses_calls_not_signed_with_the_cluster_secret() {
+    let sink = Sink::start();
+    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let absent: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut setup = Setup::routed_to(sink.address);
+    setup.extra = format!("{FILTER}{}", cluster_section(&[web, absent, absent], 1));
+    setup.web = Some(web);
+    setup.node_name = Some("mx1".into());
+    let node = Node::start(setup);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = "/peer/sideline";
+    let call = |secret: &str, node_name: &str, time: u64| {
+        http(
+            node.web,
+            "GET",
+            path,
+            &[
+                ("x-antemx-node", node_name.to_string()),
+                ("x-antemx-time", time.to_string()),
+                (
+                    "x-antemx-signature",
+                    sign(secret, "GET", path, node_name, time),
+                ),
+            ],
+        )
+    };
+    // The test's signing is right: a good call passes.
+    assert_eq!(call(SECRET, "mx2", now).0, 200);
+    assert_eq!(http(node.web, "GET", path, &[]).0, 401, "unsigned");
+    assert_eq!(
+        call("another-secret-0123456789", "mx2", now).0,
+        401,
+        "wrong secret"
+    );
+    assert_eq!(call(SECRET, "mx9", now).0, 401, "not a node");
+    assert_eq!(call(SECRET, "mx1", now).0, 401, "itself");
+    assert_eq!(call(SECRET, "mx2", now - 600).0, 401, "ten minutes old");
+    let (status, body) = call(SECRET, "mx2", now);
+    assert_eq!(status, 200, "{body}");
+    assert!(node.log().contains("peer API: refused"));
+}
+
+#[test]
+fn cluster_config_mistakes_are_refused_with_their_line() {
+    let base = "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/antemx-cluster-config\"\n";
+    let nodes =
+        "nodes = { mx1 = \"10.0.0.1:8443\", mx2 = \"10.0.0.2:8443\", mx3 = \"10.0.0.3:8443\" }";
+    let (ok, out, err) = common::check_config(&format!(
+        "{base}\n[cluster]\n{nodes}\nsecret = \"{SECRET}\"\ncopies = 2\n"
+    ));
+    assert!(ok, "{err}");
+    assert!(out.contains("3 nodes"), "{out}");
+    for (section, wanted) in [
+        (
+            format!("{nodes}\nsecret = \"{SECRET}\"\ncopies = 4\n"),
+            ":8: [cluster] copies must be between 1 and the number of nodes (3)",
+        ),
+        (
+            format!("{nodes}\nsecret = \"short\"\n"),
+            ":7: [cluster] secret must be at least 16",
+        ),
+        (
+            format!("nodes = {{ mx1 = \"mx1.example:8443\" }}\nsecret = \"{SECRET}\"\n"),
+            ":6: [cluster] nodes: mx1 = \"mx1.example:8443\" is not ip:port",
+        ),
+        (
+            format!("{nodes}\nsecret = \"{SECRET}\"\nreplicas = 2\n"),
+            ":8: unknown field `replicas`",
+        ),
+    ] {
+        let (ok, _, err) = common::check_config(&format!("{base}\n[cluster]\n{section}"));
+        assert!(!ok && err.contains(wanted), "wanted {wanted:?}, got {err}");
+    }
+
+    // A node must find itself among the nodes.
+    let dir = common::temp_dir("cluster-config");
+    let path = dir.join("antemx.toml");
+    std::fs::write(
+        &path,
+        format!("{base}\n[cluster]\n{nodes}\nsecret = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_antemx"))
+        .args(["serve", "--node", "mx9", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--node mx9 is not among [cluster] nodes (mx1, mx2, mx3)"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
