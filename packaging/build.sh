@@ -119,7 +119,7 @@ trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/$name/examples"
 install -m 0755 "$BIN" "$stage/$name/antemx"
 install -m 0644 systemd/antemx.service "$stage/$name/antemx.service"
-install -m 0644 examples/antemx.toml "$stage/$name/examples/antemx.toml"
+install -m 0644 examples/antemx.toml examples/cluster.toml examples/onboarding.md "$stage/$name/examples/"
 install -m 0644 packaging/antemx.toml "$stage/$name/antemx.toml"
 install -m 0644 LICENSE README.md "$stage/$name/"
 mkdir -p "$DIST"

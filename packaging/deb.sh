@@ -45,7 +45,7 @@ install -D -m 0644 systemd/antemx.service "$root/lib/systemd/system/antemx.servi
 install -D -m 0644 packaging/antemx.toml "$root/etc/antemx/antemx.toml"
 doc=$root/usr/share/doc/antemx
 install -D -m 0644 README.md "$doc/README.md"
-install -D -m 0644 examples/antemx.toml "$doc/examples/antemx.toml"
+install -D -m 0644 -t "$doc/examples" examples/antemx.toml examples/cluster.toml examples/onboarding.md
 {
     echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
     echo "Upstream-Name: antemx"

@@ -94,7 +94,7 @@ check "ldd: no dynamic libraries" bash -c 'o=$(ldd "$1" 2>&1); echo "$o"; grep -
 
 tarlist=$(tar -tzf "$TARBALL" 2>&1)
 check "tarball holds the binary, unit, configs, LICENSE, README" bash -c '
-    for f in antemx antemx.service antemx.toml examples/antemx.toml LICENSE README.md; do
+    for f in antemx antemx.service antemx.toml examples/antemx.toml examples/cluster.toml examples/onboarding.md LICENSE README.md; do
         grep -qx "antemx-$1-x86_64-linux/$f" <<<"$2" || { echo "missing $f in:"; echo "$2"; exit 1; }
     done' _ "$VERSION" "$tarlist"
 mkdir -p "$TMP/untar"

@@ -6,21 +6,34 @@ use common::check_config;
 use std::process::Command;
 
 #[test]
-fn the_example_config_is_valid() {
-    let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
-        .args([
-            "check-config",
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/antemx.toml"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 domain)"));
+fn the_example_configs_are_valid() {
+    for (file, summary) in [
+        ("antemx.toml", "ok (1 domain)"),
+        (
+            "cluster.toml",
+            "ok (2 domains, cluster of 3 nodes, 2 copies)",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_antemx"))
+            .args(["check-config", "--config"])
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("examples")
+                    .join(file),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(summary),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 }
 
 #[test]
@@ -124,5 +137,38 @@ fn check_dns_tells_what_to_change() {
     let (code, _, stderr) = run("nowhere.example");
     assert_eq!(code, Some(1));
     assert!(stderr.contains("does not exist"), "{stderr}");
+
+    // A cluster: each node must be reached by an MX record.
+    dns.add_a("mx1.filter.test", Ipv4Addr::new(127, 0, 0, 11));
+    dns.add_a("mx2.filter.test", Ipv4Addr::new(127, 0, 0, 12));
+    dns.add_a("relay.filter.test", Ipv4Addr::new(127, 0, 0, 13));
+    dns.add_mx("shop.example", 10, "mx1.filter.test");
+    dns.add_mx("shop.example", 10, "relay.filter.test");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nhostname = \"mx1.filter.test\"\ndata_dir = \"/tmp/x\"\n[dns]\nservers = [\"{}\"]\n[cluster]\nnodes = {{ mx1 = \"10.0.0.1:8443\", mx2 = \"10.0.0.2:8443\", mx3 = \"127.0.0.13:8443\" }}\nsecret = \"0123456789abcdef0123\"\n[[domain]]\nname = \"shop.example\"\ndeliver_to = \"127.0.0.1:2526\"\n",
+            dns.address
+        ),
+    )
+    .unwrap();
+    let (code, report, _) = run("shop.example");
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["mx"][0]["node"], "mx1", "{report}");
+    assert_eq!(
+        report["mx"][1]["node"], "mx3",
+        "known by its address: {report}"
+    );
+    let advice = report["advice"].to_string();
+    assert!(
+        advice.contains(
+            "no MX record reaches node mx2: publish shop.example. IN MX 10 mx2.filter.test."
+        ),
+        "{advice}"
+    );
+    assert!(
+        !advice.contains("node mx1") && !advice.contains("node mx3"),
+        "{advice}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -322,6 +322,55 @@ fn drain_hands_the_queue_and_the_sidelined_mail_to_the_peers() {
     );
 }
 
+fn reload(node: &Node) {
+    let status = std::process::Command::new("kill")
+        .args(["-s", "HUP", &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_reload_can_change_the_members_but_not_drop_this_node() {
+    let sink = Sink::start();
+    let nodes = start_cluster(&sink, 2);
+    let config = std::fs::read_to_string(&nodes[0].config).unwrap();
+    let mx3 = format!(", mx3 = \"{}\"", nodes[2].web);
+    assert!(config.contains(&mx3));
+
+    // Without this node: refused, the old config stays.
+    let mx1 = format!("mx1 = \"{}\", ", nodes[0].web);
+    std::fs::write(&nodes[0].config, config.replace(&mx1, "")).unwrap();
+    reload(&nodes[0]);
+    assert!(wait_for(WAIT, || nodes[0].log().contains(
+        "this node (mx1) is not among the new [cluster] nodes (mx2, mx3)"
+    )));
+    let id = sideline_suspect(&nodes[0]);
+    assert!(
+        wait_for(WAIT, || total_copies(&nodes) == 2),
+        "still in the cluster"
+    );
+
+    // Without mx3: accepted. mx2 is the only peer left: it gets the copy of
+    // the next message, and of the first if that one was on mx3 (healed).
+    std::fs::write(&nodes[0].config, config.replace(&mx3, "")).unwrap();
+    reload(&nodes[0]);
+    assert!(wait_for(WAIT, || nodes[0]
+        .log()
+        .contains("config reloaded")));
+    let second = sideline_suspect(&nodes[0]);
+    assert!(
+        wait_for(WAIT, || copies_on(&nodes[1]) == 2),
+        "mx2 should hold both; log:\n{}",
+        nodes[0].log()
+    );
+    let mut listed = listed_ids(&nodes[0]);
+    listed.sort();
+    let mut expected = vec![id, second];
+    expected.sort();
+    assert_eq!(listed, expected);
+}
+
 /// A signature as a peer makes it (see src/cluster/auth.rs).
 fn sign(secret: &str, method: &str, path: &str, node: &str, time: u64) -> String {
     use ring::{digest, hmac};

@@ -28,6 +28,24 @@ struct MxHost {
     host: String,
     addresses: Vec<IpAddr>,
     ours: bool,
+    /// The cluster node it is, when it can be told: by name (`mx2` or
+    /// `mx2.filter.example.net`) or by its peer address.
+    node: Option<String>,
+}
+
+/// The cluster node an MX host is, if any.
+fn node_of(config: &Config, host: &str, addresses: &[IpAddr]) -> Option<String> {
+    let cluster = config.cluster.as_ref()?;
+    let first_label = host.split('.').next().unwrap_or(host);
+    cluster
+        .nodes
+        .iter()
+        .find(|(name, peer)| {
+            name.eq_ignore_ascii_case(host)
+                || name.eq_ignore_ascii_case(first_label)
+                || addresses.contains(&peer.ip())
+        })
+        .map(|(name, _)| name.clone())
 }
 
 #[derive(Serialize)]
@@ -53,11 +71,15 @@ async fn check(config: &Config, domain: &str) -> Result<Report, String> {
     let mut mx = Vec::new();
     for host in hosts {
         let addresses = resolver.addresses(&host).await.unwrap_or_default();
-        let ours = host == *node || addresses.iter().any(|a| our_addresses.contains(a));
+        let cluster_node = node_of(config, &host, &addresses);
+        let ours = host == *node
+            || addresses.iter().any(|a| our_addresses.contains(a))
+            || cluster_node.is_some();
         mx.push(MxHost {
             host,
             addresses,
             ours,
+            node: cluster_node,
         });
     }
     let configured = config.domain(&domain);
@@ -79,8 +101,20 @@ async fn check(config: &Config, domain: &str) -> Result<Report, String> {
                 others.join(", ")
             ));
         }
-        if !mx.iter().any(|m| m.ours) {
+        if !mx.iter().any(|m| m.ours) && config.cluster.is_none() {
             advice.push(format!("publish: {domain}. IN MX 10 {node}."));
+        }
+    }
+    // Every node at the same preference, so that any can fail.
+    if let Some(cluster) = &config.cluster {
+        let suffix = node.split_once('.').map(|(_, rest)| rest);
+        for name in cluster.nodes.keys() {
+            if !mx.iter().any(|m| m.node.as_ref() == Some(name)) {
+                let host = suffix.map_or(name.clone(), |s| format!("{name}.{s}"));
+                advice.push(format!(
+                    "no MX record reaches node {name}: publish {domain}. IN MX 10 {host}. (the same preference as the other nodes)"
+                ));
+            }
         }
     }
     Ok(Report {
@@ -114,10 +148,10 @@ pub fn run(args: CheckDnsArgs) -> i32 {
         println!("{}:", report.domain);
         for m in &report.mx {
             let addresses: Vec<String> = m.addresses.iter().map(IpAddr::to_string).collect();
-            let whose = if m.ours {
-                "this cluster"
-            } else {
-                "NOT this cluster"
+            let whose = match (&m.node, m.ours) {
+                (Some(node), _) => format!("this cluster (node {node})"),
+                (None, true) => "this cluster".to_string(),
+                (None, false) => "NOT this cluster".to_string(),
             };
             println!("  MX {}  [{}]  {whose}", m.host, addresses.join(", "));
         }
