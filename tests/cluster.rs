@@ -322,14 +322,6 @@ fn drain_hands_the_queue_and_the_sidelined_mail_to_the_peers() {
     );
 }
 
-fn reload(node: &Node) {
-    let status = std::process::Command::new("kill")
-        .args(["-s", "HUP", &node.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn a_reload_can_change_the_members_but_not_drop_this_node() {
     let sink = Sink::start();
@@ -341,7 +333,7 @@ fn a_reload_can_change_the_members_but_not_drop_this_node() {
     // Without this node: refused, the old config stays.
     let mx1 = format!("mx1 = \"{}\", ", nodes[0].web);
     std::fs::write(&nodes[0].config, config.replace(&mx1, "")).unwrap();
-    reload(&nodes[0]);
+    nodes[0].signal("HUP");
     assert!(wait_for(WAIT, || nodes[0].log().contains(
         "this node (mx1) is not among the new [cluster] nodes (mx2, mx3)"
     )));
@@ -354,7 +346,7 @@ fn a_reload_can_change_the_members_but_not_drop_this_node() {
     // Without mx3: accepted. mx2 is the only peer left: it gets the copy of
     // the next message, and of the first if that one was on mx3 (healed).
     std::fs::write(&nodes[0].config, config.replace(&mx3, "")).unwrap();
-    reload(&nodes[0]);
+    nodes[0].signal("HUP");
     assert!(wait_for(WAIT, || nodes[0]
         .log()
         .contains("config reloaded")));

@@ -160,14 +160,6 @@ fn send_load(
         .collect()
 }
 
-fn signal(node: &Node, name: &str) {
-    let status = Command::new("kill")
-        .args(["-s", name, &node.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[test]
 fn reload_under_load_loses_and_refuses_nothing() {
     let sink = Sink::start();
@@ -183,7 +175,7 @@ fn reload_under_load_loses_and_refuses_nothing() {
             original.clone()
         };
         std::fs::write(&node.config, text).unwrap();
-        signal(&node, "HUP");
+        node.signal("HUP");
     }
     let replies: Vec<(u16, String)> = load.into_iter().flat_map(|h| h.join().unwrap()).collect();
     assert_eq!(replies.len(), 5000);
@@ -215,7 +207,7 @@ fn reload_under_load_loses_and_refuses_nothing() {
         format!("{original}\n[[domain]]\nname = \"added.example\"\ndeliver_to = \"{}\"\ntls = \"none\"\n", sink.address),
     )
     .unwrap();
-    signal(&node, "HUP");
+    node.signal("HUP");
     assert!(wait_for(Duration::from_secs(5), || node
         .log()
         .matches("config reloaded")
@@ -233,7 +225,7 @@ fn an_invalid_config_is_refused_on_reload_and_the_old_one_kept() {
     let node = Node::start(Setup::routed_to(sink.address));
     let original = std::fs::read_to_string(&node.config).unwrap();
     std::fs::write(&node.config, format!("{original}\n[smtp2]\n")).unwrap();
-    signal(&node, "HUP");
+    node.signal("HUP");
     assert!(wait_for(Duration::from_secs(5), || node
         .log()
         .contains("config not reloaded")));
@@ -283,7 +275,7 @@ fn sigterm_under_load_finishes_sessions_and_loses_nothing() {
         .collect();
     assert!(wait_for(Duration::from_secs(30), || sink.messages().len() >= 200));
     let started = std::time::Instant::now();
-    signal(&node, "TERM");
+    node.signal("TERM");
     let status = node
         .wait_exit(Duration::from_secs(40))
         .expect("antemx exits after SIGTERM");
