@@ -426,6 +426,58 @@ fn the_peer_api_refuses_calls_not_signed_with_the_cluster_secret() {
     assert!(node.log().contains("peer API: refused"));
 }
 
+/// Something at a peer's address that answers every call with an unsigned
+/// "410 Gone", as someone on the path could; returns how many calls came.
+fn forger() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buffer = [0u8; 65536];
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(
+                b"HTTP/1.1 410 Gone\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            );
+        }
+    });
+    (address, calls)
+}
+
+#[test]
+fn answers_not_signed_by_a_peer_are_not_believed() {
+    let sink = Sink::start();
+    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (forged, calls) = forger();
+    let mut setup = Setup::routed_to(sink.address);
+    setup.extra = format!("{FILTER}{}", cluster_section(&[web, forged, forged], 2));
+    setup.web = Some(web);
+    setup.node_name = Some("mx1".into());
+    let node = Node::start(setup);
+    let id = sideline_suspect(&node);
+    // The copy is offered to mx2 and mx3 (both the forger) at once and at
+    // each heal; "410 gone" unsigned must not make mx1 drop its own.
+    assert!(wait_for(WAIT, || calls
+        .load(std::sync::atomic::Ordering::SeqCst)
+        >= 4));
+    assert_eq!(copies_on(&node), 1, "log:\n{}", node.log());
+    assert_eq!(listed_ids(&node), vec![id.clone()]);
+    assert!(node
+        .log()
+        .contains("the answer is not signed with [cluster] secret"));
+    let released = release(&node, &id);
+    assert!(
+        released.status.success(),
+        "{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    assert_eq!(sink.wait_messages(1, WAIT).len(), 1);
+}
+
 #[test]
 fn cluster_config_mistakes_are_refused_with_their_line() {
     let base = "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/antemx-cluster-config\"\n";

@@ -1,6 +1,9 @@
 //! Peer calls are signed, not sent with the secret: an HMAC-SHA256 over the
 //! method, path, sending node, time and body, so the secret never crosses
-//! the network and a call cannot be altered or replayed much later.
+//! the network and a call cannot be altered or replayed much later. The
+//! answer is signed too, over its status, body and the call's signature, so
+//! that nobody on the path can answer in a peer's name (a forged "410 gone"
+//! would make a node drop its copy of a message).
 
 use ring::{digest, hmac};
 
@@ -36,6 +39,35 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 pub fn sign(secret: &str, method: &str, path: &str, node: &str, time: u64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     hex(hmac::sign(&key, &message(method, path, node, time, body)).as_ref())
+}
+
+/// The signature header's value for an answer to the call signed
+/// `call_signature`.
+pub fn sign_answer(secret: &str, status: u16, call_signature: &str, body: &[u8]) -> String {
+    sign(
+        secret,
+        "ANSWER",
+        call_signature,
+        "",
+        u64::from(status),
+        body,
+    )
+}
+
+/// Checks that an answer comes from a node holding the secret and answers
+/// this very call.
+pub fn verify_answer(
+    secret: &str,
+    status: u16,
+    call_signature: &str,
+    signature: &str,
+    body: &[u8],
+) -> Result<(), String> {
+    let signature = unhex(signature).ok_or("the answer's signature is not hex")?;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let text = message("ANSWER", call_signature, "", u64::from(status), body);
+    hmac::verify(&key, &text, &signature)
+        .map_err(|_| "the answer is not signed with [cluster] secret".to_string())
 }
 
 /// Checks a call's signature and time; `now` in seconds since the epoch.
@@ -88,6 +120,19 @@ mod tests {
             "another secret!!"
         )
         .is_err());
+    }
+
+    #[test]
+    fn an_answer_verifies_only_for_its_call_status_and_body() {
+        let call = sign(SECRET, "PUT", "/peer/x", "mx1", 1000, b"");
+        let other_call = sign(SECRET, "PUT", "/peer/y", "mx1", 1000, b"");
+        let answer = sign_answer(SECRET, 201, &call, b"{}");
+        assert!(verify_answer(SECRET, 201, &call, &answer, b"{}").is_ok());
+        assert!(verify_answer(SECRET, 410, &call, &answer, b"{}").is_err());
+        assert!(verify_answer(SECRET, 201, &other_call, &answer, b"{}").is_err());
+        assert!(verify_answer(SECRET, 201, &call, &answer, b"{ }").is_err());
+        assert!(verify_answer("another secret!!", 201, &call, &answer, b"{}").is_err());
+        assert!(verify_answer(SECRET, 201, &call, "", b"{}").is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! Without `[cluster]` a node is a cluster of one: no peers, one copy.
 
 mod auth;
+
+pub use auth::SIGNATURE_HEADER;
 mod outbox;
 
 use crate::config::{Config, Live};
@@ -214,25 +216,35 @@ impl Cluster {
             .uri(format!("http://{address}{path}"))
             .header(auth::NODE_HEADER, &self.0.me)
             .header(auth::TIME_HEADER, time.to_string())
-            .header(auth::SIGNATURE_HEADER, signature)
+            .header(auth::SIGNATURE_HEADER, &signature)
             .body(body)
             .map_err(|e| e.to_string())?;
         let agent = self.0.agent.clone();
         let peer = peer.to_string();
         smol::unblock(move || {
-            let mut response = agent
-                .run(request)
-                .map_err(|e| format!("{peer} ({address}): {e}"))?;
+            let failed = |e: &dyn std::fmt::Display| format!("{peer} ({address}): {e}");
+            let mut response = agent.run(request).map_err(|e| failed(&e))?;
+            let status = response.status().as_u16();
+            let answer_signature = response
+                .headers()
+                .get(auth::SIGNATURE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
             let body = response
                 .body_mut()
                 .with_config()
                 .limit(MAX_ANSWER_BYTES)
                 .read_to_vec()
-                .map_err(|e| format!("{peer} ({address}): {e}"))?;
-            Ok(Answer {
-                status: response.status().as_u16(),
-                body,
-            })
+                .map_err(|e| failed(&e))?;
+            // An answer nobody can vouch for is no answer.
+            auth::verify_answer(&secret, status, &signature, &answer_signature, &body).map_err(
+                |e| {
+                    let said = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                    failed(&format!("{e} (status {status}: {})", said.trim()))
+                },
+            )?;
+            Ok(Answer { status, body })
         })
         .await
     }
@@ -276,6 +288,19 @@ impl Cluster {
         self.0.outbox.flush().await?;
         self.0.outbox.wake();
         Ok(())
+    }
+
+    /// Signs this node's answer to a call (see [`auth`]); `None` outside a
+    /// cluster.
+    pub fn sign_answer(&self, status: u16, call_signature: &str, body: &[u8]) -> Option<String> {
+        let config = self.0.live.current();
+        let cluster = config.cluster.as_ref()?;
+        Some(auth::sign_answer(
+            &cluster.secret,
+            status,
+            call_signature,
+            body,
+        ))
     }
 
     /// Who signed a call to this node's peer API, if the signature holds.

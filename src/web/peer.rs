@@ -53,6 +53,7 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
             return error_reply(StatusCode::UNAUTHORIZED, &e);
         }
     };
+    let call_signature = header(crate::cluster::SIGNATURE_HEADER).unwrap_or_default();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let decoded: Vec<String> = path
         .trim_start_matches("/peer/")
@@ -62,7 +63,27 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
         .collect();
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     log::debug!("peer API: {peer}: {method} {target}");
-    route(&method, &parts, query, &body, node).await
+    let reply = route(&method, &parts, query, &body, node).await;
+    signed(reply, &call_signature, node).await
+}
+
+/// The answer with this node's signature, bound to the call's.
+async fn signed(reply: Reply, call_signature: &str, node: &Node) -> Reply {
+    let (mut parts, body) = reply.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    if let Some(signature) = node
+        .cluster
+        .sign_answer(parts.status.as_u16(), call_signature, &bytes)
+        .and_then(|s| hyper::header::HeaderValue::from_str(&s).ok())
+    {
+        parts
+            .headers
+            .insert(crate::cluster::SIGNATURE_HEADER, signature);
+    }
+    Reply::from_parts(parts, http_body_util::Full::new(bytes))
 }
 
 async fn route(method: &Method, parts: &[&str], query: &str, body: &[u8], node: &Node) -> Reply {
