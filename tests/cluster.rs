@@ -173,6 +173,44 @@ fn sidelined_mail_is_kept_on_two_nodes_and_released_once_after_its_node_dies() {
 }
 
 #[test]
+fn copies_and_calls_owed_to_a_dead_peer_survive_kill_9() {
+    let sink = Sink::start();
+    let mut nodes = start_cluster(&sink, 3);
+    let id = sideline_suspect(&nodes[0]);
+    assert!(wait_for(WAIT, || total_copies(&nodes) == 3));
+    // Every copy is on disk: all three killed and back, all three hold it.
+    for node in nodes.iter_mut() {
+        node.kill9();
+    }
+    for node in nodes.iter_mut() {
+        node.restart();
+    }
+    assert_eq!(total_copies(&nodes), 3);
+
+    // Released while mx3 is down: the node that decided owes mx3 a "drop
+    // your copy", and dies at once; back up, it still delivers the call.
+    nodes[2].kill9();
+    let released = release(&nodes[1], &id);
+    assert!(
+        released.status.success(),
+        "{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    nodes[0].kill9();
+    nodes[0].restart();
+    nodes[2].restart();
+    assert!(
+        wait_for(WAIT, || copies_on(&nodes[2]) == 0),
+        "mx3 kept a released message; mx1 log:\n{}",
+        nodes[0].log()
+    );
+    assert_eq!(sink.wait_messages(1, WAIT).len(), 1);
+    assert!(!release(&nodes[2], &id).status.success());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sink.messages().len(), 1, "delivered exactly once");
+}
+
+#[test]
 fn two_nodes_releasing_at_once_deliver_once() {
     let sink = Sink::start();
     let nodes = start_cluster(&sink, 2);
