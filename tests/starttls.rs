@@ -179,6 +179,17 @@ fn upgraded(
     versions: &[&'static rustls::SupportedProtocolVersion],
     starttls_write: &[u8],
 ) -> Tls {
+    try_upgraded(node, certs, versions, starttls_write).expect("TLS handshake")
+}
+
+/// [`upgraded`], with the handshake's failure (another certificate than
+/// the one in `certs`) as an error.
+fn try_upgraded(
+    node: &Node,
+    certs: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    starttls_write: &[u8],
+) -> std::io::Result<Tls> {
     let tcp = TcpStream::connect(node.smtp).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut plain = BufReader::new(tcp.try_clone().unwrap());
@@ -201,12 +212,9 @@ fn upgraded(
     let connection = ClientConnection::new(client_config(certs, versions), name).unwrap();
     let mut stream = StreamOwned::new(connection, writer);
     while stream.conn.is_handshaking() {
-        stream
-            .conn
-            .complete_io(&mut stream.sock)
-            .expect("TLS handshake");
+        stream.conn.complete_io(&mut stream.sock)?;
     }
-    BufReader::new(stream)
+    Ok(BufReader::new(stream))
 }
 
 fn tls_cmd(tls: &mut Tls, line: &str) -> (u16, String) {
@@ -305,4 +313,49 @@ fn tls12_clients_are_served_and_recorded() {
         )),
         "{text}"
     );
+}
+
+#[test]
+fn a_reload_serves_a_renewed_certificate_and_keeps_it_when_the_new_files_are_broken() {
+    let sink = Sink::start();
+    let (node, certs) = tls_node(&sink);
+    let original = temp_dir("original-cert");
+    for file in ["cert.pem", "key.pem"] {
+        std::fs::copy(certs.join(file), original.join(file)).unwrap();
+    }
+    let renewed = temp_dir("renewed-cert");
+    common::self_signed_cert(&renewed, "mx.antemx.test");
+    let serves = |pinned: &Path| {
+        try_upgraded(&node, pinned, rustls::DEFAULT_VERSIONS, b"STARTTLS\r\n").is_ok()
+    };
+    assert!(serves(&original));
+    assert!(
+        !serves(&renewed),
+        "the pinning client must tell certificates apart"
+    );
+
+    // A renewal: new files in place, then `systemctl reload antemx`.
+    for file in ["cert.pem", "key.pem"] {
+        std::fs::copy(renewed.join(file), certs.join(file)).unwrap();
+    }
+    node.signal("HUP");
+    assert!(common::wait_for(Duration::from_secs(10), || node
+        .log()
+        .contains("config reloaded")));
+    assert!(
+        serves(&renewed),
+        "the renewed certificate is served after the reload"
+    );
+    assert!(!serves(&original));
+
+    // A broken key: the reload is refused and the renewed certificate stays.
+    std::fs::write(certs.join("key.pem"), "not a key\n").unwrap();
+    node.signal("HUP");
+    assert!(common::wait_for(Duration::from_secs(10), || node
+        .log()
+        .contains("config not reloaded")));
+    assert!(serves(&renewed));
+    for dir in [original, renewed] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -161,6 +161,7 @@ fn start(config: Config, path: PathBuf, node: Option<String>) -> Result<(), Stri
             match Config::load(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|config| cluster.accepts(&config).map(|()| config))
+                .and_then(|config| receiver.reload_tls(&config).map(|()| config))
             {
                 Ok(config) => {
                     live.replace(config);

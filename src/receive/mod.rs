@@ -41,7 +41,9 @@ pub struct Receiver {
     user_lists: UserLists,
     /// The filter built for a config, kept until a reload replaces it.
     pipeline: Mutex<Option<(Arc<Config>, Arc<Pipeline>)>>,
-    tls: Option<TlsAcceptor>,
+    /// Replaced by a reload, so that a renewed certificate is served
+    /// without a restart.
+    tls: std::sync::RwLock<Option<TlsAcceptor>>,
     /// Recipient verification and greylisting, for domains that want them.
     policies: Policies,
     connections: Mutex<HashMap<IpAddr, usize>>,
@@ -95,9 +97,28 @@ impl Receiver {
             sideline,
             bayes,
             pipeline: Mutex::new(None),
-            tls,
+            tls: std::sync::RwLock::new(tls),
             connections: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The STARTTLS acceptor now, if TLS is configured.
+    fn tls(&self) -> Option<TlsAcceptor> {
+        match self.tls.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Loads the certificate of a reloaded config (a renewed one, say);
+    /// on error the one served now stays.
+    pub fn reload_tls(&self, config: &Config) -> Result<(), String> {
+        let tls = config.smtp.tls.as_ref().map(tls::acceptor).transpose()?;
+        match self.tls.write() {
+            Ok(mut guard) => *guard = tls,
+            Err(poisoned) => *poisoned.into_inner() = tls,
+        }
+        Ok(())
     }
 
     /// The RCPT policies, for the admin API and the purge task.

@@ -312,7 +312,7 @@ impl<'a> Session<'a> {
                 Next::Continue
             }
             Request::StartTls => {
-                if self.receiver.tls.is_none() {
+                if self.receiver.tls().is_none() {
                     self.error("502 5.5.1 STARTTLS is not available")
                 } else if matches!(self.stream, Stream::Tls(_)) {
                     self.error("503 5.5.1 TLS is already active")
@@ -364,7 +364,7 @@ impl<'a> Session<'a> {
         self.transaction = None;
         self.esmtp = esmtp;
         let reply = if esmtp {
-            let offer_tls = self.receiver.tls.is_some() && !matches!(self.stream, Stream::Tls(_));
+            let offer_tls = self.receiver.tls().is_some() && !matches!(self.stream, Stream::Tls(_));
             ehlo_reply(
                 &self.config.node.hostname,
                 &name,
@@ -437,10 +437,10 @@ impl<'a> Session<'a> {
         // Anything pipelined after STARTTLS was sent in clear text and must
         // not be executed inside the TLS session (CVE-2011-0411).
         self.input.clear();
-        let Some(acceptor) = &self.receiver.tls else {
+        let Some(acceptor) = self.receiver.tls() else {
             return Ok(());
         };
-        let handshake = self.stream.start_tls(acceptor);
+        let handshake = self.stream.start_tls(&acceptor);
         let timeout = async {
             smol::Timer::after(self.config.smtp.command_timeout).await;
             Err(io::Error::new(
