@@ -358,3 +358,44 @@ fn long_lines_count_as_errors() {
     assert_eq!(code, 421, "{text}");
     assert!(client.is_closed());
 }
+
+#[test]
+fn a_message_with_too_many_received_headers_is_refused_as_a_loop() {
+    let sink = Sink::start();
+    let node = node_with(&sink, "max_hops = 10\n");
+    let with_hops = |n: usize| {
+        let trace: String = (0..n)
+            .map(|i| {
+                format!(
+                    "Received: from hop{i}.test by hop{}.test; {}\r\n",
+                    i + 1,
+                    common::date_now()
+                )
+            })
+            .collect();
+        format!("{trace}From: <alice@sender.test>\r\nSubject: hops {n}\r\nDate: {}\r\nMessage-ID: <hops{n}@sender.test>\r\n\r\nround and round\r\n", common::date_now())
+    };
+    let mut client = node.client();
+    client.cmd("EHLO client.sender.test");
+    let reply = client.send_message("alice@sender.test", &["bob@example.com"], &with_hops(10));
+    assert_eq!(reply.0, 554, "{reply:?}");
+    assert!(
+        reply
+            .1
+            .starts_with("5.4.6 Too many hops (10 Received headers)"),
+        "{reply:?}"
+    );
+    // The session goes on, and a message one hop shorter passes.
+    let reply = client.send_message("alice@sender.test", &["bob@example.com"], &with_hops(9));
+    queue_id(&reply);
+    let delivered = sink.wait_messages(1, Duration::from_secs(20));
+    assert_eq!(delivered.len(), 1);
+    assert!(delivered[0].text().contains("Subject: hops 9"));
+    assert!(node.log().contains("mail loop: 10 Received headers"));
+    assert!(
+        wait_for(Duration::from_secs(10), || files_in(
+            &node.dir.join("data/spool")
+        ) == 0),
+        "nothing of the loop is kept"
+    );
+}

@@ -60,6 +60,8 @@ pub struct Smtp {
     /// (pregreet). Zero: the banner goes out at once.
     pub greet_pause: Duration,
     pub max_errors: u32,
+    /// A message with this many `Received:` headers is looping.
+    pub max_hops: usize,
     pub tls: Option<TlsFiles>,
 }
 
@@ -294,6 +296,8 @@ struct RawSmtp {
     greet_pause: Span,
     #[serde(default = "default_max_errors")]
     max_errors: u32,
+    #[serde(default = "default_max_hops")]
+    max_hops: usize,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -310,6 +314,7 @@ impl Default for RawSmtp {
             session_timeout: default_session_timeout(),
             greet_pause: Span::default(),
             max_errors: default_max_errors(),
+            max_hops: default_max_hops(),
             tls_cert: None,
             tls_key: None,
         }
@@ -336,6 +341,10 @@ fn default_command_timeout() -> Span {
 }
 fn default_session_timeout() -> Span {
     Span(Duration::from_secs(1800))
+}
+/// RFC 5321 §6.3: a loop threshold "normally at least 100".
+fn default_max_hops() -> usize {
+    100
 }
 fn default_max_errors() -> u32 {
     10
@@ -839,6 +848,7 @@ impl Config {
                 session_timeout: raw.smtp.session_timeout.0,
                 greet_pause: raw.smtp.greet_pause.0,
                 max_errors: raw.smtp.max_errors,
+                max_hops: raw.smtp.max_hops,
                 tls,
             },
             web: Web {

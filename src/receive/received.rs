@@ -38,3 +38,30 @@ impl Trace<'_> {
         header
     }
 }
+
+/// How many `Received:` headers a message carries already: each relay adds
+/// one, so a message going round in circles (a `deliver_to` pointing back
+/// at the filter, say) piles them up.
+pub fn hops(message: &[u8]) -> usize {
+    message
+        .split(|&b| b == b'\n')
+        .take_while(|line| !line.is_empty() && *line != b"\r")
+        .filter(|line| {
+            line.get(..9)
+                .is_some_and(|name| name.eq_ignore_ascii_case(b"received:"))
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod hop_tests {
+    use super::hops;
+
+    #[test]
+    fn only_received_headers_of_the_header_section_count() {
+        let message = b"Received: from a\r\n\tby b\r\nRECEIVED: from c\r\nSubject: x\r\nX-Received: no\r\n\r\nReceived: in the body\r\n";
+        assert_eq!(hops(message), 2);
+        assert_eq!(hops(b""), 0);
+        assert_eq!(hops(b"\r\nReceived: body only\r\n"), 0);
+    }
+}

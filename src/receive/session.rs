@@ -516,6 +516,15 @@ impl<'a> Session<'a> {
             crate::metrics::count(crate::metrics::REJECTIONS, &[("code", "5.3.4")]);
             return Ok(());
         }
+        let hops = super::received::hops(&judged_part);
+        if hops >= self.config.smtp.max_hops {
+            log::info!("{id}: reject: {who}: mail loop: {hops} Received headers");
+            self.reply(&format!(
+                "554 5.4.6 Too many hops ({hops} Received headers): is mail looping?"
+            ));
+            crate::metrics::count(crate::metrics::REJECTIONS, &[("code", "5.4.6")]);
+            return Ok(());
+        }
         let final_dot = Instant::now();
         let envelope = Envelope {
             client: Some(self.ip),
