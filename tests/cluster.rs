@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{free_port, queue_id, wait_for, Mode, Node, Setup, Sink};
+use common::{free_port, http_get, http_request, queue_id, wait_for, Mode, Node, Setup, Sink};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -56,38 +56,9 @@ fn start_cluster(sink: &Sink, copies: usize) -> Vec<Node> {
         .collect()
 }
 
-/// A plain HTTP/1.1 request on loopback: (status, body).
-fn http(
-    address: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
 /// How many sidelined messages this node keeps a copy of (its /metrics).
 fn copies_on(node: &Node) -> usize {
-    let (_, page) = http(node.web, "GET", "/metrics", &[]);
+    let (_, page) = http_get(node.web, "/metrics");
     page.lines()
         .find_map(|line| line.strip_prefix("antemx_sideline_messages "))
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -434,7 +405,7 @@ fn the_peer_api_refuses_calls_not_signed_with_the_cluster_secret() {
         .as_secs();
     let path = "/peer/sideline";
     let call = |secret: &str, node_name: &str, time: u64| {
-        http(
+        http_request(
             node.web,
             "GET",
             path,
@@ -450,7 +421,7 @@ fn the_peer_api_refuses_calls_not_signed_with_the_cluster_secret() {
     };
     // The test's signing is right: a good call passes.
     assert_eq!(call(SECRET, "mx2", now).0, 200);
-    assert_eq!(http(node.web, "GET", path, &[]).0, 401, "unsigned");
+    assert_eq!(http_get(node.web, path).0, 401, "unsigned");
     assert_eq!(
         call("another-secret-0123456789", "mx2", now).0,
         401,

@@ -186,3 +186,27 @@ fn at_most_max_recipients_per_message() {
         .collect();
     assert_eq!(all, expected);
 }
+
+#[test]
+fn postmaster_without_a_domain_reaches_the_operator() {
+    let customer = Sink::start();
+    let mut setup = Setup::routed_to(customer.address);
+    let (operator, _dns) = common::with_sender_mx(&mut setup);
+    setup.node_extra = "postmaster = \"noc@sender.test\"\n".into();
+    let node = Node::start(setup);
+    let mut client = node.client();
+    client.cmd("EHLO client.test");
+    let reply = client.send_message(
+        "someone@elsewhere.test",
+        &["Postmaster"],
+        &format!("From: <someone@elsewhere.test>\r\nTo: <postmaster>\r\nSubject: your filter\r\nDate: {}\r\nMessage-ID: <pm@elsewhere.test>\r\n\r\nHello postmaster.\r\n", common::date_now()),
+    );
+    common::queue_id(&reply);
+    // The empty path is no postmaster.
+    assert_eq!(client.cmd("MAIL FROM:<someone@elsewhere.test>").0, 250);
+    assert_eq!(client.cmd("RCPT TO:<>").0, 550);
+    let delivered = operator.wait_messages(1, std::time::Duration::from_secs(20));
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].to, vec!["noc@sender.test".to_string()]);
+    assert!(customer.messages().is_empty());
+}

@@ -45,6 +45,8 @@ pub struct Sideline {
 pub struct Node {
     pub hostname: String,
     pub data_dir: PathBuf,
+    /// Where mail to `<postmaster>` (no domain, RFC 5321 §4.5.1) goes.
+    pub postmaster: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +275,7 @@ struct RawNode {
     /// cluster can share one file.
     hostname: Option<String>,
     data_dir: PathBuf,
+    postmaster: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -687,6 +690,23 @@ impl Config {
         if hostname.trim().is_empty() || hostname.contains(char::is_whitespace) {
             return Err((None, "[node] hostname must be a host name".into()));
         }
+        let postmaster = match raw.node.postmaster {
+            Some(address) => match address.get_ref().rsplit_once('@') {
+                Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+                    Some(format!("{local}@{}", normalize_domain(domain)))
+                }
+                _ => {
+                    return Err(at(
+                        address.span(),
+                        format!(
+                            "[node] postmaster: {:?} is not an address (user@domain)",
+                            address.get_ref()
+                        ),
+                    ))
+                }
+            },
+            None => None,
+        };
         let cluster = raw
             .cluster
             .map(|c| c.validate().map_err(|(span, message)| at(span, message)))
@@ -837,6 +857,7 @@ impl Config {
             node: Node {
                 hostname,
                 data_dir: raw.node.data_dir,
+                postmaster,
             },
             smtp: Smtp {
                 listen,

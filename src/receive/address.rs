@@ -16,6 +16,21 @@ pub enum RcptVerdict {
 /// Judges a forward-path as smtp-proto parsed it (source route already
 /// stripped, quotes removed).
 pub fn judge_recipient(config: &Config, address: &str) -> RcptVerdict {
+    // RFC 5321 §4.5.1: `<Postmaster>` without a domain must be accepted; it
+    // goes to the operator's mailbox.
+    if address.eq_ignore_ascii_case("postmaster") {
+        return match &config.node.postmaster {
+            Some(postmaster) => RcptVerdict::Accept {
+                address: postmaster.clone(),
+                domain: postmaster
+                    .rsplit_once('@')
+                    .map_or_else(String::new, |(_, d)| d.to_string()),
+            },
+            None => RcptVerdict::Refuse(
+                "550 5.1.1 No postmaster mailbox is set up here; write to postmaster@ the domain concerned",
+            ),
+        };
+    }
     let Some((local, domain)) = address.rsplit_once('@') else {
         return RcptVerdict::Refuse("550 5.1.3 Recipient address must be user@domain");
     };
@@ -34,6 +49,13 @@ pub fn judge_recipient(config: &Config, address: &str) -> RcptVerdict {
         address: format!("{local}@{domain}"),
         domain,
     }
+}
+
+/// Whether a RCPT command's path is `<Postmaster>`, in any case.
+pub fn names_postmaster(command: &[u8]) -> bool {
+    command
+        .windows(12)
+        .any(|w| w.eq_ignore_ascii_case(b"<postmaster>"))
 }
 
 #[cfg(test)]
@@ -59,6 +81,32 @@ mod tests {
                 "{address}"
             );
         }
+    }
+
+    #[test]
+    fn postmaster_without_a_domain_goes_to_the_operator() {
+        let with = Config::parse(
+            "[node]\nhostname = \"mx.test\"\ndata_dir = \"/tmp/x\"\npostmaster = \"noc@OPS.test\"\n",
+        )
+        .unwrap();
+        for address in ["postmaster", "Postmaster", "POSTMASTER"] {
+            assert_eq!(
+                judge_recipient(&with, address),
+                RcptVerdict::Accept {
+                    address: "noc@ops.test".into(),
+                    domain: "ops.test".into()
+                }
+            );
+        }
+        assert!(matches!(
+            judge_recipient(&config(), "postmaster"),
+            RcptVerdict::Refuse(reply) if reply.starts_with("550 5.1.1")
+        ));
+        // Only the bare name: postmaster of another domain is relaying.
+        assert!(matches!(
+            judge_recipient(&with, "postmaster@other.example"),
+            RcptVerdict::Refuse(reply) if reply.starts_with("550 5.7.1")
+        ));
     }
 
     #[test]

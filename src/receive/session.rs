@@ -1,7 +1,7 @@
 //! One SMTP session: reads pipelined commands, answers them in order, and
 //! flushes the replies whenever no further input is buffered.
 
-use super::address::{judge_recipient, RcptVerdict};
+use super::address::{judge_recipient, names_postmaster, RcptVerdict};
 use super::data::DataDecoder;
 use super::ehlo::{ehlo_reply, sanitize_helo};
 use super::judge::{rules_for_log, FILTER_BYTES};
@@ -280,7 +280,16 @@ impl<'a> Session<'a> {
                 self.reply("250 2.1.0 Ok");
                 Next::Continue
             }
-            Request::Rcpt { to } => self.recipient(&to.address).await,
+            Request::Rcpt { to } => {
+                // smtp-proto reads `<Postmaster>` as the empty path, like `<>`.
+                let postmaster = to.address.is_empty() && names_postmaster(line);
+                let address = if postmaster {
+                    "postmaster"
+                } else {
+                    &to.address
+                };
+                self.recipient(address).await
+            }
             Request::Data => match &self.transaction {
                 None => self.error("503 5.5.1 Send MAIL first"),
                 Some(t) if t.recipients.is_empty() => self.error("554 5.5.1 No valid recipients"),

@@ -103,6 +103,8 @@ pub struct Setup {
     pub web: Option<SocketAddr>,
     /// `serve --node NAME`.
     pub node_name: Option<String>,
+    /// More `[node]` keys, e.g. `postmaster`.
+    pub node_extra: String,
 }
 
 impl Setup {
@@ -120,6 +122,7 @@ impl Setup {
             extra: String::new(),
             web: None,
             node_name: None,
+            node_extra: String::new(),
         }
     }
 }
@@ -174,8 +177,9 @@ impl Node {
 
     fn config_text(&self, setup: &Setup) -> String {
         let mut text = format!(
-            "[node]\nhostname = \"mx.antemx.test\"\ndata_dir = \"{}\"\n\n[smtp]\nlisten = [\"{}\"]\n{}\n\n[web]\nlisten = \"{}\"\n\n[retry]\n{}\n",
+            "[node]\nhostname = \"mx.antemx.test\"\ndata_dir = \"{}\"\n{}\n[smtp]\nlisten = [\"{}\"]\n{}\n\n[web]\nlisten = \"{}\"\n\n[retry]\n{}\n",
             self.dir.join("data").display(),
+            setup.node_extra,
             self.smtp,
             setup.smtp_extra,
             self.web,
@@ -584,12 +588,29 @@ impl Node {
 
 /// A plain HTTP GET: (status, body).
 pub fn http_get(address: SocketAddr, path: &str) -> (u16, String) {
+    http_request(address, "GET", path, &[])
+}
+
+/// A plain HTTP/1.1 request without a body, with extra headers: (status,
+/// body).
+pub fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: antemx\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: antemx\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
