@@ -580,6 +580,11 @@ run_load() { # system size msgs rundir
     local port detail=""
     mkdir -p "$dir"
     R_STATUS=ok R_SECS=- R_RATE=- R_CPU_MS=- R_MEM_MB=- R_DELIVERED=0 R_ACCEPTED=0 R_DETAIL=""
+    # The previous run's dirty pages (queue files, logs) are written back
+    # now, not during this run's fsyncs.
+    local synced=$EPOCHREALTIME
+    sync
+    log "sync before $system $size: $(calc "$EPOCHREALTIME - $synced" 2)s"
     wait_quiet
     local quiet_before=$QUIET_PCT cpu0 cpu1
 
