@@ -107,6 +107,12 @@ fn sidelined_mail_is_kept_on_two_nodes_and_released_once_after_its_node_dies() {
             "every node lists it once"
         );
     }
+    let shown = nodes[2].cli(&["sideline", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("Received by mx1, kept on mx1, mx"),
+        "{shown}"
+    );
 
     // The node that received it dies; the message is still there.
     nodes[0].kill9();

@@ -1,5 +1,5 @@
-//! `antemx sideline ...`: the suspect messages the running node kept, through
-//! its admin API on loopback.
+//! `antemx sideline ...`: the suspect messages the running node kept (in a
+//! cluster, every node's), through its admin API on loopback.
 
 use super::admin::{typed, Admin};
 use crate::sideline::Entry;
@@ -8,7 +8,7 @@ use argh::FromArgs;
 use std::path::PathBuf;
 
 #[derive(FromArgs)]
-/// Inspect, release and delete sidelined messages of the running node.
+/// Inspect, release and delete sidelined messages (of the whole cluster).
 #[argh(subcommand, name = "sideline")]
 pub struct SidelineArgs {
     #[argh(subcommand)]
@@ -121,6 +121,13 @@ fn print_entry(entry: &Entry, rules: bool) {
     if rules {
         println!("    Date: {}", entry.date);
         println!("    HELO: {}", entry.helo);
+        if !entry.origin.is_empty() {
+            println!(
+                "    Received by {}, kept on {}",
+                entry.origin,
+                entry.holders.join(", ")
+            );
+        }
         for rule in &entry.rules {
             println!("    {:>6.1}  {}  {}", rule.score, rule.name, rule.reason);
         }

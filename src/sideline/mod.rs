@@ -181,8 +181,12 @@ impl Sideline {
         self.0.store.flush().await?;
         if self.0.cluster.copies() > 1 {
             let (sideline, id) = (self.clone(), entry.id);
-            smol::spawn(async move { sideline.place(&id, replicas::ThisNode::Stays).await })
-                .detach();
+            smol::spawn(async move {
+                sideline
+                    .place(&id, replicas::ThisNode::Stays, &mut Default::default())
+                    .await
+            })
+            .detach();
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 
 use super::{decode, encode, Entry, Sideline};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::io;
 
 /// Whether this node counts among a message's holders when copies are
@@ -41,8 +42,10 @@ struct Tombstone {
 
 impl Sideline {
     /// Brings `id` to `copies` holders, as far as peers answer; with
-    /// [`ThisNode::Leaving`], to that many holders besides this node.
-    pub(super) async fn place(&self, id: &str, this_node: ThisNode) {
+    /// [`ThisNode::Leaving`], to that many holders besides this node. Peers
+    /// in `down` are not tried (a pass over many messages asks a dead
+    /// peer once, not once per message); those that fail are added.
+    pub(super) async fn place(&self, id: &str, this_node: ThisNode, down: &mut HashSet<String>) {
         let cluster = &self.0.cluster;
         let Some(entry) = self.show(id).filter(|e| e.released.is_none()) else {
             return;
@@ -63,19 +66,25 @@ impl Sideline {
         if holders.len() >= wanted + counted && holders.len() == entry.holders.len() {
             return;
         }
-        let message = match self.0.store.spool().read(id) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                log::error!("{id}: sideline: cannot read the message to copy it: {e}");
-                return;
+        let candidates: Vec<String> = cluster
+            .ranked(id)
+            .into_iter()
+            .filter(|peer| !holders.contains(peer) && !down.contains(peer))
+            .collect();
+        let message = if candidates.is_empty() {
+            Vec::new()
+        } else {
+            match self.0.store.spool().read(id) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    log::error!("{id}: sideline: cannot read the message to copy it: {e}");
+                    return;
+                }
             }
         };
-        for peer in cluster.ranked(id) {
+        for peer in candidates {
             if holders.len() >= wanted + counted {
                 break;
-            }
-            if holders.contains(&peer) {
-                continue;
             }
             let mut copy = entry.clone();
             copy.holders = holders.clone();
@@ -99,7 +108,10 @@ impl Sideline {
                     answer.status,
                     String::from_utf8_lossy(&answer.body).trim()
                 ),
-                Err(e) => log::info!("{id}: sideline: no copy on {e}"),
+                Err(e) => {
+                    log::info!("{id}: sideline: no copy on {e}");
+                    down.insert(peer);
+                }
             }
         }
         if holders.len() < wanted + counted {
@@ -235,8 +247,9 @@ impl Sideline {
             })
             .map(|e| e.id)
             .collect();
+        let mut down = HashSet::new();
         for id in short {
-            self.place(&id, ThisNode::Stays).await;
+            self.place(&id, ThisNode::Stays, &mut down).await;
         }
     }
 
@@ -269,8 +282,9 @@ impl Sideline {
             .map(|e| e.id)
             .collect();
         let (mut moved, mut left) = (0, 0);
+        let mut down = HashSet::new();
         for id in ids {
-            self.place(&id, ThisNode::Leaving).await;
+            self.place(&id, ThisNode::Leaving, &mut down).await;
             let Ok(Some(raw)) = self.0.entries.get(&id) else {
                 continue;
             };
