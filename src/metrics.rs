@@ -19,6 +19,7 @@ pub const DELIVERIES: &str = "antemx_delivery_attempts_total";
 pub const ACCEPT_SECONDS: &str = "antemx_accept_duration_seconds";
 pub const DELIVERY_SECONDS: &str = "antemx_delivery_duration_seconds";
 pub const FILTER_SECONDS: &str = "antemx_filter_duration_seconds";
+pub const PEER_CALLS: &str = "antemx_cluster_peer_calls_total";
 
 const HELP: &[(&str, &str)] = &[
     (CONNECTIONS, "SMTP connections accepted"),
@@ -43,6 +44,10 @@ const HELP: &[(&str, &str)] = &[
     (
         DELIVERY_SECONDS,
         "One delivery attempt: connect (if needed) to the final reply",
+    ),
+    (
+        PEER_CALLS,
+        "Calls to peer nodes, by peer and outcome (answered, unreachable)",
     ),
 ];
 

@@ -56,13 +56,23 @@ fn start_cluster(sink: &Sink, copies: usize) -> Vec<Node> {
         .collect()
 }
 
-/// How many sidelined messages this node keeps a copy of (its /metrics).
-fn copies_on(node: &Node) -> usize {
+/// A gauge of this node's /metrics.
+fn gauge(node: &Node, name: &str) -> f64 {
     let (_, page) = http_get(node.web, "/metrics");
     page.lines()
-        .find_map(|line| line.strip_prefix("antemx_sideline_messages "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as usize)
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// How many sidelined messages this node keeps a copy of.
+fn copies_on(node: &Node) -> usize {
+    let copies = gauge(node, "antemx_sideline_messages");
+    if copies.is_nan() {
+        0
+    } else {
+        copies as usize
+    }
 }
 
 fn total_copies(nodes: &[Node]) -> usize {
@@ -239,7 +249,15 @@ fn list_changes_reach_every_node_and_one_that_was_down() {
         let out = node.cli(&["lists", "show", "bob@example.com", "--json"]);
         String::from_utf8_lossy(&out.stdout).contains("friend@partner.test")
     };
+    let reachable = |node: &Node| gauge(node, "antemx_cluster_peers_reachable");
+    assert_eq!(gauge(&nodes[0], "antemx_cluster_peers"), 2.0);
+    assert!(wait_for(WAIT, || reachable(&nodes[0]) == 2.0));
     nodes[2].kill9();
+    assert!(
+        wait_for(WAIT, || reachable(&nodes[0]) == 1.0),
+        "a dead peer shows in /metrics"
+    );
+    assert!(nodes[0].log().contains("cluster: peer mx3 is unreachable"));
     let added = nodes[0].cli(&[
         "lists",
         "add",
@@ -254,6 +272,8 @@ fn list_changes_reach_every_node_and_one_that_was_down() {
     );
     assert!(wait_for(WAIT, || allowed(&nodes[1])));
     nodes[2].restart();
+    assert!(wait_for(WAIT, || reachable(&nodes[0]) == 2.0));
+    assert!(nodes[0].log().contains("cluster: peer mx3 answers again"));
     assert!(
         wait_for(WAIT, || allowed(&nodes[2])),
         "the node that was down never got the change; log:\n{}",

@@ -52,6 +52,8 @@ struct Inner {
     live: Live,
     agent: ureq::Agent,
     outbox: outbox::Outbox,
+    /// Whether each peer answered its last call; a change is logged.
+    reachable: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
 }
 
 impl Cluster {
@@ -97,6 +99,7 @@ impl Cluster {
             live,
             agent,
             outbox,
+            reachable: Default::default(),
         })))
     }
 
@@ -208,6 +211,18 @@ impl Cluster {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Answer, String> {
+        let answer = self.call_once(peer, method, path, body).await;
+        self.note_reachable(peer, &answer);
+        answer
+    }
+
+    async fn call_once(
+        &self,
+        peer: &str,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, String> {
         let (address, secret) = self.address(peer)?;
         let time = crate::time::now_ms() / 1000;
         let signature = auth::sign(&secret, method, path, &self.0.me, time, &body);
@@ -247,6 +262,41 @@ impl Cluster {
             Ok(Answer { status, body })
         })
         .await
+    }
+
+    /// Counts a call's outcome and logs a peer going down or coming back.
+    fn note_reachable(&self, peer: &str, answer: &Result<Answer, String>) {
+        let up = answer.is_ok();
+        let outcome = if up { "answered" } else { "unreachable" };
+        crate::metrics::count(
+            crate::metrics::PEER_CALLS,
+            &[("peer", peer), ("outcome", outcome)],
+        );
+        let mut reachable = self.0.reachable.lock().unwrap_or_else(|p| p.into_inner());
+        let was = reachable.insert(peer.to_string(), up);
+        match (was, answer) {
+            (Some(true) | None, Err(e)) => log::warn!("cluster: peer {peer} is unreachable: {e}"),
+            (Some(false), Ok(_)) => log::info!("cluster: peer {peer} answers again"),
+            _ => {}
+        }
+    }
+
+    /// Peers that answered their last call (or were not called yet), and
+    /// all peers.
+    pub fn reachable_peers(&self) -> (usize, usize) {
+        let peers = self.peers();
+        let reachable = self.0.reachable.lock().unwrap_or_else(|p| p.into_inner());
+        let up = peers
+            .iter()
+            .filter(|p| reachable.get(*p).copied().unwrap_or(true))
+            .count();
+        (up, peers.len())
+    }
+
+    /// Asks every peer whether it answers, so that a dead peer shows in the
+    /// log and /metrics even when there is nothing to tell it.
+    async fn ping_all(&self) {
+        self.call_all("GET", "/peer/ping", Vec::new()).await;
     }
 
     /// Calls every peer at once; each answer or error by peer name.
@@ -336,9 +386,16 @@ impl Cluster {
         Ok(node)
     }
 
-    /// Delivers what the outbox holds, for as long as the node runs.
+    /// Checks on the peers every `heal_interval` and delivers what the
+    /// outbox holds, for as long as the node runs.
     pub async fn run(&self) {
-        self.0.outbox.run(self).await
+        let watch = async {
+            loop {
+                self.ping_all().await;
+                smol::Timer::after(self.heal_interval()).await;
+            }
+        };
+        smol::future::zip(watch, self.0.outbox.run(self)).await;
     }
 
     /// Calls waiting in the outbox for peers that have not had them.

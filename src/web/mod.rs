@@ -224,6 +224,16 @@ async fn metrics_page(node: &Node) -> Reply {
             f64::from(node.bayes.trained().1),
         ),
         (
+            "antemx_cluster_peers",
+            "Other nodes in [cluster] nodes",
+            node.cluster.reachable_peers().1 as f64,
+        ),
+        (
+            "antemx_cluster_peers_reachable",
+            "Other nodes that answered their last call (checked every heal_interval)",
+            node.cluster.reachable_peers().0 as f64,
+        ),
+        (
             "antemx_cluster_undelivered_calls",
             "Calls to peers waiting in the outbox for a peer that is down",
             node.cluster.undelivered() as f64,

@@ -2,6 +2,7 @@
 //! carry a valid signature made with `[cluster] secret`; anything else is
 //! refused with 401 before its body is looked at.
 //!
+//! - `GET /peer/ping`: whether this node answers
 //! - `GET /peer/sideline?FILTER`, `GET /peer/sideline/ID`: this node's copies
 //! - `PUT /peer/sideline/ID`: keep a copy (entry JSON, newline, message)
 //! - `POST /peer/sideline/ID/release?by=&train=`: decide a release here
@@ -90,6 +91,9 @@ async fn route(method: &Method, parts: &[&str], query: &str, body: &[u8], node: 
     let sideline = &node.sideline;
     let failed = |e: std::io::Error| error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     match (method, parts) {
+        (&Method::GET, ["ping"]) => {
+            json_reply(StatusCode::OK, &json!({ "node": node.cluster.me() }))
+        }
         (&Method::GET, ["sideline"]) => match super::sideline::filter(query) {
             Ok(filter) => {
                 let sideline = sideline.clone();
