@@ -32,6 +32,12 @@ impl Answer {
         (200..300).contains(&self.status)
     }
 
+    /// Whether the peer decided on the call (whatever it said), so that it
+    /// need not be made again: not a server error, not a refused signature.
+    pub fn settles(&self) -> bool {
+        self.status < 500 && self.status != 401
+    }
+
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
         serde_json::from_slice(&self.body).map_err(|e| format!("bad answer: {e}"))
     }
@@ -329,10 +335,31 @@ impl Cluster {
         answers
     }
 
-    /// Makes sure every peer gets this call, now or when it is back: the
-    /// call is on disk when this returns.
-    pub async fn tell_all(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<()> {
+    /// Makes sure every peer gets this call: those in `now` at once (when
+    /// they answer), the others, and those that do not, through the outbox,
+    /// which is on disk when this returns.
+    pub async fn tell_all(
+        &self,
+        now: &[String],
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<()> {
+        let mut later = Vec::new();
         for peer in self.peers() {
+            let told = now.contains(&peer)
+                && self
+                    .call(&peer, method, path, body.to_vec())
+                    .await
+                    .is_ok_and(|answer| answer.settles());
+            if !told {
+                later.push(peer);
+            }
+        }
+        if later.is_empty() {
+            return Ok(());
+        }
+        for peer in later {
             self.0.outbox.add(&peer, method, path, body)?;
         }
         self.0.outbox.flush().await?;

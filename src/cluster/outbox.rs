@@ -103,7 +103,7 @@ impl Outbox {
             {
                 // The peer decided; a refusal is its answer, not a failure
                 // to deliver (but a bad signature is a config to fix).
-                Ok(answer) if answer.status < 500 && answer.status != 401 => {
+                Ok(answer) if answer.settles() => {
                     if !answer.is_success() {
                         log::warn!(
                             "cluster: {} {} on {}: {} {}",

@@ -92,7 +92,7 @@ impl Sideline {
                 Ok(answer) if answer.status == 404 => continue,
                 Ok(answer) if answer.status == 409 || answer.status == 410 => {
                     // Released elsewhere; this node's copy, if any, goes.
-                    let _ = self.forget(id, &format!("released, says {node}")).await;
+                    let _ = self.forget(id, &format!("released, says {node}"), "").await;
                     return Err(ReleaseError::AlreadyReleased);
                 }
                 Ok(answer) => {
@@ -109,30 +109,19 @@ impl Sideline {
         )))
     }
 
-    /// Releases this node's copy, unless another holder knows the message
-    /// is gone already (this node was down when it was released there and
-    /// has not been told yet).
+    /// Releases this node's copy, unless another holder has released or is
+    /// releasing it (this node was down when it was released there and has
+    /// not been told yet).
     pub async fn decide_release(
         &self,
         id: &str,
         by: &str,
         train: bool,
     ) -> Result<Entry, ReleaseError> {
-        let cluster = &self.0.cluster;
-        let others: Vec<String> = self
-            .show(id)
-            .map(|e| e.holders)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|h| h != cluster.me() && cluster.is_member(h))
-            .collect();
-        let path = format!("/peer/sideline/{}", percent_encode(id));
-        for holder in others {
-            if let Ok(answer) = cluster.call(&holder, "GET", &path, Vec::new()).await {
-                if answer.status == 410 {
-                    let _ = self.forget(id, &format!("gone on {holder}")).await;
-                    return Err(ReleaseError::AlreadyReleased);
-                }
+        if let Some(entry) = self.show(id).filter(|e| e.released.is_none()) {
+            if let Some(why) = self.gone_elsewhere(&entry).await {
+                let _ = self.forget(id, &why, "").await;
+                return Err(ReleaseError::AlreadyReleased);
             }
         }
         self.release_here(id, by, train).await
@@ -161,17 +150,22 @@ impl Sideline {
 
     /// Deletes a message on every node. False when no node holds it.
     pub async fn delete(&self, id: &str, by: &str) -> io::Result<bool> {
-        if self.find(id).await.is_none() {
+        let Some(entry) = self.find(id).await else {
             return Ok(false);
-        }
-        let how = format!("deleted by {by} on {}", self.0.cluster.me());
-        self.forget(id, &how).await?;
+        };
+        let me = self.0.cluster.me();
+        let how = format!("deleted by {by} on {me}");
+        self.forget(id, &how, me).await?;
         let path = format!(
             "/peer/sideline/{}/forget?how={}",
             percent_encode(id),
             percent_encode(&how)
         );
-        self.0.cluster.tell_all("POST", &path, b"").await?;
+        let holders = self.other_holders(&entry);
+        self.0
+            .cluster
+            .tell_all(&holders, "POST", &path, b"")
+            .await?;
         log::info!("{id}: sideline: deleted by {by}");
         Ok(true)
     }

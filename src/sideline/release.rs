@@ -32,6 +32,13 @@ impl Sideline {
     /// Queues this node's copy of a sidelined message for delivery, not
     /// filtered again, with a header naming who released it; `train` also
     /// teaches the classifier (this node's and its peers') that it is ham.
+    ///
+    /// In a cluster the release is marked and on disk before the other
+    /// holders are told (they lay tombstones naming this node), and they
+    /// are told before the message is queued: after a crash at any point,
+    /// either this node finishes the release at its start (see
+    /// [`Sideline::finish_releases`]) or another holder refuses to release
+    /// it again.
     pub(super) async fn release_here(
         &self,
         id: &str,
@@ -42,6 +49,9 @@ impl Sideline {
             return Err(ReleaseError::AlreadyReleased);
         }
         let entry = self.mark_released(id, by)?;
+        self.0.store.flush().await.map_err(ReleaseError::Io)?;
+        let how = released_how(&entry, self.0.cluster.me());
+        self.announce_gone(&entry, &how).await;
         // Read before queueing: delivery removes the file.
         let message = if train {
             let spool = self.0.store.spool().clone();
@@ -51,8 +61,8 @@ impl Sideline {
             None
         };
         if let Err(e) = self.0.queue.enqueue(as_released(&entry)).await {
-            // Not queued: the message stays sidelined and can be released
-            // again.
+            // Not queued: the message stays sidelined here and can be
+            // released again (the holders told name this node).
             let mut held = entry.clone();
             held.released = None;
             if let Ok(bytes) = encode(&held) {
@@ -60,11 +70,7 @@ impl Sideline {
             }
             return Err(ReleaseError::Io(e));
         }
-        self.retire(
-            &entry,
-            &format!("released by {} on {}", header_safe(by), self.0.cluster.me()),
-        )
-        .await;
+        self.settle(&entry, &how);
         log::info!(
             "{id}: released: by={} from=<{}> to=<{}> train={train}",
             header_safe(by),
@@ -76,7 +82,7 @@ impl Sideline {
             if let Err(e) = self
                 .0
                 .cluster
-                .tell_all("POST", "/peer/learn/ham", &message)
+                .tell_all(&[], "POST", "/peer/learn/ham", &message)
                 .await
             {
                 log::error!("{id}: release: peers not told to learn it: {e}");
@@ -85,23 +91,31 @@ impl Sideline {
         Ok(entry)
     }
 
-    /// After a release here: the entry goes, a tombstone stays, and the
-    /// peers are told to drop their copies.
-    async fn retire(&self, entry: &Entry, how: &str) {
+    /// Tells every peer that the message is gone: its other holders now,
+    /// the rest (and holders that do not answer) through the outbox.
+    async fn announce_gone(&self, entry: &Entry, how: &str) {
         let id = &entry.id;
-        if let Err(e) = self.bury(id, entry.received_ms, how) {
-            log::error!("{id}: no tombstone: {e}");
-        }
-        if let Err(e) = self.0.entries.remove(id) {
-            log::error!("{id}: released, but its sideline entry stays: {e}");
-        }
         let path = format!(
             "/peer/sideline/{}/forget?how={}",
             crate::web::percent_encode(id),
             crate::web::percent_encode(how)
         );
-        if let Err(e) = self.0.cluster.tell_all("POST", &path, b"").await {
+        let holders = self.other_holders(entry);
+        if let Err(e) = self.0.cluster.tell_all(&holders, "POST", &path, b"").await {
             log::error!("{id}: peers not told to drop their copies: {e}");
+        }
+    }
+
+    /// After a release here: the entry goes, a tombstone stays (both reach
+    /// disk with the next flush; until then the queue holds the message and
+    /// a restart settles it again).
+    fn settle(&self, entry: &Entry, how: &str) {
+        let id = &entry.id;
+        if let Err(e) = self.bury(id, entry.received_ms, how, self.0.cluster.me()) {
+            log::error!("{id}: no tombstone: {e}");
+        }
+        if let Err(e) = self.0.entries.remove(id) {
+            log::error!("{id}: released, but its sideline entry stays: {e}");
         }
     }
 
@@ -145,20 +159,38 @@ impl Sideline {
         }
     }
 
-    /// Queues what a crash left marked released but not queued.
+    /// Finishes what a crash left marked released: queued unless another
+    /// holder released the message meanwhile (this node was down).
     pub(super) async fn finish_releases(&self) -> io::Result<()> {
         let pending: Vec<Entry> = self.all().filter(|e| e.released.is_some()).collect();
         for entry in pending {
-            if !self.0.queue.holds(&entry.id) {
-                self.0.queue.enqueue(as_released(&entry)).await?;
-                log::info!("{}: release finished after a restart", entry.id);
+            let id = &entry.id;
+            if !self.0.queue.holds(id) {
+                if let Some(why) = self.gone_elsewhere(&entry).await {
+                    self.bury(id, entry.received_ms, &why, "")?;
+                    self.0.entries.remove(id).map_err(io::Error::other)?;
+                    self.0.store.flush().await?;
+                    self.remove_file(id);
+                    log::info!("{id}: release not finished: {why}");
+                    continue;
+                }
             }
-            let by = entry.released.as_ref().map_or("", |r| r.by.as_str());
-            let how = format!("released by {} on {}", header_safe(by), self.0.cluster.me());
-            self.retire(&entry, &how).await;
+            let how = released_how(&entry, self.0.cluster.me());
+            self.announce_gone(&entry, &how).await;
+            if !self.0.queue.holds(id) {
+                self.0.queue.enqueue(as_released(&entry)).await?;
+                log::info!("{id}: release finished after a restart");
+            }
+            self.settle(&entry, &how);
         }
         self.0.store.flush().await
     }
+}
+
+/// How a tombstone describes a release decided on `node`.
+fn released_how(entry: &Entry, node: &str) -> String {
+    let by = entry.released.as_ref().map_or("", |r| r.by.as_str());
+    format!("released by {} on {node}", header_safe(by))
 }
 
 /// The message as the queue takes it after a release: its verdict headers

@@ -33,12 +33,20 @@ pub enum Kept {
     Gone,
 }
 
+/// What is left of a message released or deleted.
 #[derive(Serialize, Deserialize)]
-struct Tombstone {
+pub struct Tombstone {
     received_ms: u64,
     at_ms: u64,
-    how: String,
+    pub how: String,
+    /// The node that released or deleted it; empty when not known.
+    #[serde(default)]
+    pub decider: String,
 }
+
+/// Tombstones outlive the retention by this much: a node back after a long
+/// absence must still find them while its own copy has not expired.
+const TOMBSTONE_MARGIN_MS: u64 = 7 * 86_400_000;
 
 impl Sideline {
     /// Brings `id` to `copies` holders, as far as peers answer; with
@@ -100,7 +108,7 @@ impl Sideline {
                 }
                 Ok(answer) if answer.status == 410 => {
                     // Released or deleted elsewhere while this node held it.
-                    let _ = self.forget(id, &format!("gone on {peer}")).await;
+                    let _ = self.forget(id, &format!("gone on {peer}"), "").await;
                     return;
                 }
                 Ok(answer) => log::warn!(
@@ -124,23 +132,66 @@ impl Sideline {
         self.record_holders(id, holders);
     }
 
-    /// Stores the holders of an entry unless it was released meanwhile.
+    /// Adds holders to an entry (keeping those recorded meanwhile) and
+    /// drops those no longer in the cluster.
     fn record_holders(&self, id: &str, holders: Vec<String>) {
+        let cluster = &self.0.cluster;
         let _ = self.0.entries.fetch_and_update(id, |old| {
             let mut entry = decode(old?)?;
-            if entry.released.is_some() {
-                return encode(&entry).ok();
+            for holder in &holders {
+                if !entry.holders.contains(holder) {
+                    entry.holders.push(holder.clone());
+                }
             }
-            entry.holders = holders.clone();
+            entry.holders.retain(|h| cluster.is_member(h));
             encode(&entry).ok()
         });
+    }
+
+    /// The other nodes known to hold a copy of `entry`.
+    pub(super) fn other_holders(&self, entry: &Entry) -> Vec<String> {
+        let cluster = &self.0.cluster;
+        entry
+            .holders
+            .iter()
+            .filter(|h| *h != cluster.me() && cluster.is_member(h))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether another holder has released (or is releasing) the message,
+    /// or deleted it; the reason when so. Holders that do not answer are
+    /// passed over.
+    pub(super) async fn gone_elsewhere(&self, entry: &Entry) -> Option<String> {
+        let cluster = &self.0.cluster;
+        let path = format!("/peer/sideline/{}", crate::web::percent_encode(&entry.id));
+        for holder in self.other_holders(entry) {
+            let Ok(answer) = cluster.call(&holder, "GET", &path, Vec::new()).await else {
+                continue;
+            };
+            let decider = answer
+                .json::<serde_json::Value>()
+                .ok()
+                .and_then(|v| v["decider"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            match answer.status {
+                409 => return Some(format!("being released on {holder}")),
+                410 if decider != cluster.me() => {
+                    return Some(format!("released or deleted on {decider} (says {holder})"))
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// Keeps a copy a peer pushed: message file and entry on disk before
     /// this returns.
     pub async fn keep_copy(&self, mut entry: Entry, message: &[u8]) -> io::Result<Kept> {
         let id = entry.id.clone();
-        if self.is_gone(&id) {
+        // Queued here: released elsewhere and handed to this node by a
+        // drain before the news came.
+        if self.is_gone(&id) || self.0.queue.holds(&id) {
             return Ok(Kept::Gone);
         }
         if let Some(mut known) = self.show(&id) {
@@ -183,21 +234,35 @@ impl Sideline {
         self.0.gone.contains_key(id).unwrap_or(false)
     }
 
-    /// Leaves a tombstone for `id`; not flushed (the caller flushes).
-    pub(super) fn bury(&self, id: &str, received_ms: u64, how: &str) -> io::Result<()> {
+    /// The tombstone of a message released or deleted, if any.
+    pub fn tombstone(&self, id: &str) -> Option<Tombstone> {
+        let bytes = self.0.gone.get(id).ok().flatten()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Leaves a tombstone for `id`, naming the node that decided; not
+    /// flushed (the caller flushes).
+    pub(super) fn bury(
+        &self,
+        id: &str,
+        received_ms: u64,
+        how: &str,
+        decider: &str,
+    ) -> io::Result<()> {
         let tombstone = Tombstone {
             received_ms,
             at_ms: crate::time::now_ms(),
             how: how.to_string(),
+            decider: decider.to_string(),
         };
         let bytes = serde_json::to_vec(&tombstone).map_err(io::Error::other)?;
         self.0.gone.insert(id, bytes).map_err(io::Error::other)?;
         Ok(())
     }
 
-    /// Drops this node's copy of a message released or deleted elsewhere.
-    /// True when there was one.
-    pub async fn forget(&self, id: &str, how: &str) -> io::Result<bool> {
+    /// Drops this node's copy of a message that `decider` released or
+    /// deleted. True when there was one.
+    pub async fn forget(&self, id: &str, how: &str, decider: &str) -> io::Result<bool> {
         let held = self.show(id);
         // A copy this node is releasing itself is not dropped under it.
         if held.as_ref().is_some_and(|e| e.released.is_some()) {
@@ -206,7 +271,7 @@ impl Sideline {
         let received_ms = held
             .as_ref()
             .map_or_else(crate::time::now_ms, |e| e.received_ms);
-        self.bury(id, received_ms, how)?;
+        self.bury(id, received_ms, how, decider)?;
         let removed = match held {
             Some(entry) => self
                 .0
@@ -224,8 +289,10 @@ impl Sideline {
         Ok(removed)
     }
 
-    /// Tombstones of messages that would have expired by `cutoff_ms`.
+    /// Tombstones of messages that expired by `cutoff_ms`, and a margin
+    /// before.
     pub(super) fn purge_tombstones(&self, cutoff_ms: u64) {
+        let cutoff_ms = cutoff_ms.saturating_sub(TOMBSTONE_MARGIN_MS);
         for item in self.0.gone.iter() {
             let Ok((key, value)) = item else { continue };
             let old = serde_json::from_slice::<Tombstone>(&value)

@@ -40,7 +40,7 @@ pub async fn handle(
                     .collect::<Vec<_>>()
                     .join("/")
             );
-            if let Err(e) = cluster.tell_all(method.as_str(), &path, b"").await {
+            if let Err(e) = cluster.tell_all(&[], method.as_str(), &path, b"").await {
                 return error_reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &format!("changed here, but the other nodes were not told: {e}"),

@@ -64,7 +64,7 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
         .collect();
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     log::debug!("peer API: {peer}: {method} {target}");
-    let reply = route(&method, &parts, query, &body, node).await;
+    let reply = route(&method, &parts, query, &body, &peer, node).await;
     signed(reply, &call_signature, node).await
 }
 
@@ -87,7 +87,14 @@ async fn signed(reply: Reply, call_signature: &str, node: &Node) -> Reply {
     Reply::from_parts(parts, http_body_util::Full::new(bytes))
 }
 
-async fn route(method: &Method, parts: &[&str], query: &str, body: &[u8], node: &Node) -> Reply {
+async fn route(
+    method: &Method,
+    parts: &[&str],
+    query: &str,
+    body: &[u8],
+    peer: &str,
+    node: &Node,
+) -> Reply {
     let sideline = &node.sideline;
     let failed = |e: std::io::Error| error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     match (method, parts) {
@@ -104,8 +111,17 @@ async fn route(method: &Method, parts: &[&str], query: &str, body: &[u8], node: 
         },
         (&Method::GET, ["sideline", id]) => match sideline.show(id) {
             Some(entry) if entry.released.is_none() => json_reply(StatusCode::OK, &entry),
-            _ if sideline.is_gone(id) => gone(id),
-            _ => not_here(id),
+            Some(_) => json_reply(
+                StatusCode::CONFLICT,
+                &json!({ "error": format!("{id} is being released on {}", node.cluster.me()) }),
+            ),
+            None => match sideline.tombstone(id) {
+                Some(tombstone) => json_reply(
+                    StatusCode::GONE,
+                    &json!({ "error": format!("{id}: {}", tombstone.how), "decider": tombstone.decider }),
+                ),
+                None => not_here(id),
+            },
         },
         (&Method::PUT, ["sideline", id]) => {
             let Some((entry, message)) = unframe::<Entry>(body).filter(|(e, _)| e.id == *id) else {
@@ -130,7 +146,7 @@ async fn route(method: &Method, parts: &[&str], query: &str, body: &[u8], node: 
         }
         (&Method::POST, ["sideline", id, "forget"]) => {
             let how = query_value(query, "how").unwrap_or_else(|| "gone elsewhere".into());
-            match sideline.forget(id, &how).await {
+            match sideline.forget(id, &how, &peer).await {
                 Ok(dropped) => json_reply(StatusCode::OK, &json!({ "dropped": dropped })),
                 Err(e) => failed(e),
             }
