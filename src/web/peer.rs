@@ -146,7 +146,7 @@ async fn route(
         }
         (&Method::POST, ["sideline", id, "forget"]) => {
             let how = query_value(query, "how").unwrap_or_else(|| "gone elsewhere".into());
-            match sideline.forget(id, &how, &peer).await {
+            match sideline.forget(id, &how, peer).await {
                 Ok(dropped) => json_reply(StatusCode::OK, &json!({ "dropped": dropped })),
                 Err(e) => failed(e),
             }
