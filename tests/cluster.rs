@@ -343,6 +343,15 @@ fn drain_hands_the_queue_and_the_sidelined_mail_to_the_peers() {
         "a drained node must not take mail"
     );
 
+    // Nor copies from its peers: theirs go to the node left.
+    for _ in 0..4 {
+        sideline_suspect(&nodes[1]);
+    }
+    assert!(wait_for(WAIT, || copies_on(&nodes[1])
+        + copies_on(&nodes[2])
+        == 12));
+    assert_eq!(copies_on(&nodes[0]), 0);
+
     sink.set_mode(Mode::Accept);
     for node in &nodes[1..] {
         node.cli(&["queue", "flush"]);

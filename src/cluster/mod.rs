@@ -60,6 +60,8 @@ struct Inner {
     outbox: outbox::Outbox,
     /// Whether each peer answered its last call; a change is logged.
     reachable: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
+    /// Set by `antemx drain`: the node takes no copies or jobs from peers.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -106,12 +108,25 @@ impl Cluster {
             agent,
             outbox,
             reachable: Default::default(),
+            draining: Default::default(),
         })))
     }
 
     /// This node's name.
     pub fn me(&self) -> &str {
         &self.0.me
+    }
+
+    /// From now on (until a restart) this node is being emptied onto its
+    /// peers and takes nothing more from them.
+    pub fn start_draining(&self) {
+        self.0
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether a reloaded config can replace the running one: the cluster

@@ -53,26 +53,30 @@ impl Sideline {
     /// [`ThisNode::Leaving`], to that many holders besides this node. Peers
     /// in `down` are not tried (a pass over many messages asks a dead
     /// peer once, not once per message); those that fail are added.
-    pub(super) async fn place(&self, id: &str, this_node: ThisNode, down: &mut HashSet<String>) {
+    /// Returns the holders known now, this node among them.
+    pub(super) async fn place(
+        &self,
+        id: &str,
+        this_node: ThisNode,
+        down: &mut HashSet<String>,
+    ) -> Vec<String> {
         let cluster = &self.0.cluster;
         let Some(entry) = self.show(id).filter(|e| e.released.is_none()) else {
-            return;
+            return Vec::new();
         };
-        let mut holders: Vec<String> = entry
-            .holders
-            .iter()
-            .filter(|h| cluster.is_member(h))
-            .cloned()
-            .collect();
-        if !holders.iter().any(|h| h == cluster.me()) {
-            holders.push(cluster.me().to_string());
-        }
+        let mut holders: Vec<String> = match this_node {
+            ThisNode::Stays => self.other_holders(&entry),
+            // This copy is about to go: trust no record of the others (a
+            // holder may have lost its disk), ask them.
+            ThisNode::Leaving => self.confirmed_holders(&entry).await,
+        };
+        holders.push(cluster.me().to_string());
         let (wanted, counted) = match this_node {
             ThisNode::Stays => (cluster.copies(), 0),
             ThisNode::Leaving => (cluster.copies().min(cluster.peers().len()), 1),
         };
         if holders.len() >= wanted + counted && holders.len() == entry.holders.len() {
-            return;
+            return holders;
         }
         let candidates: Vec<String> = cluster
             .ranked(id)
@@ -86,7 +90,7 @@ impl Sideline {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     log::error!("{id}: sideline: cannot read the message to copy it: {e}");
-                    return;
+                    return holders;
                 }
             }
         };
@@ -98,7 +102,7 @@ impl Sideline {
             copy.holders = holders.clone();
             copy.holders.push(peer.clone());
             let Ok(body) = crate::cluster::frame(&copy, &message) else {
-                return;
+                return holders;
             };
             let path = format!("/peer/sideline/{}", crate::web::percent_encode(id));
             match cluster.call(&peer, "PUT", &path, body).await {
@@ -109,7 +113,7 @@ impl Sideline {
                 Ok(answer) if answer.status == 410 => {
                     // Released or deleted elsewhere while this node held it.
                     let _ = self.forget(id, &format!("gone on {peer}"), "").await;
-                    return;
+                    return Vec::new();
                 }
                 Ok(answer) => log::warn!(
                     "{id}: sideline: {peer} refused a copy: {} {}",
@@ -129,7 +133,8 @@ impl Sideline {
                 wanted + counted
             );
         }
-        self.record_holders(id, holders);
+        self.record_holders(id, holders.clone());
+        holders
     }
 
     /// Adds holders to an entry (keeping those recorded meanwhile) and
@@ -146,6 +151,19 @@ impl Sideline {
             entry.holders.retain(|h| cluster.is_member(h));
             encode(&entry).ok()
         });
+    }
+
+    /// The other holders of `entry` that say they have it now.
+    async fn confirmed_holders(&self, entry: &Entry) -> Vec<String> {
+        let path = format!("/peer/sideline/{}", crate::web::percent_encode(&entry.id));
+        let mut confirmed = Vec::new();
+        for holder in self.other_holders(entry) {
+            let answer = self.0.cluster.call(&holder, "GET", &path, Vec::new()).await;
+            if answer.is_ok_and(|a| a.is_success()) {
+                confirmed.push(holder);
+            }
+        }
+        confirmed
     }
 
     /// The other nodes known to hold a copy of `entry`.
@@ -331,18 +349,12 @@ impl Sideline {
     }
 
     /// `antemx drain`: makes sure every message held here is kept on enough
-    /// other nodes, then drops this node's copy. Returns (moved, left):
-    /// what could not be placed (peers down) stays.
+    /// other nodes (asking them, not trusting the record), then drops this
+    /// node's copy. Returns (moved, left): what could not be placed (peers
+    /// down) stays.
     pub async fn drain(&self) -> (usize, usize) {
         let cluster = &self.0.cluster;
         let wanted = cluster.copies().min(cluster.peers().len());
-        let elsewhere = |entry: &Entry| {
-            entry
-                .holders
-                .iter()
-                .filter(|h| *h != cluster.me() && cluster.is_member(h))
-                .count()
-        };
         let ids: Vec<String> = self
             .all()
             .filter(|e| e.released.is_none())
@@ -351,12 +363,14 @@ impl Sideline {
         let (mut moved, mut left) = (0, 0);
         let mut down = HashSet::new();
         for id in ids {
-            self.place(&id, ThisNode::Leaving, &mut down).await;
+            let holders = self.place(&id, ThisNode::Leaving, &mut down).await;
+            let elsewhere = holders.iter().filter(|h| *h != cluster.me()).count();
             let Ok(Some(raw)) = self.0.entries.get(&id) else {
                 continue;
             };
-            let placed = decode(&raw)
-                .is_some_and(|e| e.released.is_none() && wanted > 0 && elsewhere(&e) >= wanted);
+            let placed = wanted > 0
+                && elsewhere >= wanted
+                && decode(&raw).is_some_and(|e| e.released.is_none());
             // Only if unchanged: a release at this moment wins.
             let removed = placed
                 && self
@@ -366,7 +380,7 @@ impl Sideline {
                     .is_ok_and(|swapped| swapped.is_ok());
             if removed {
                 self.remove_file(&id);
-                log::info!("{id}: sideline: drained to its other holders");
+                log::info!("{id}: sideline: drained to {}", holders.join(", "));
                 moved += 1;
             } else {
                 left += 1;

@@ -15,6 +15,7 @@ pub async fn handle(node: &Node) -> Reply {
         );
     }
     node.receiver.stop();
+    node.cluster.start_draining();
     log::info!("drain: no longer taking mail; handing over the queue and the sidelined mail");
     let (sideline_moved, sideline_left) = node.sideline.drain().await;
     let (queue_moved, queue_left) = node.queue.hand_over(&node.cluster).await;

@@ -123,6 +123,10 @@ async fn route(
                 None => not_here(id),
             },
         },
+        (&Method::PUT, ["sideline" | "queue", ..]) if node.cluster.is_draining() => error_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("{} is being drained", node.cluster.me()),
+        ),
         (&Method::PUT, ["sideline", id]) => {
             let Some((entry, message)) = unframe::<Entry>(body).filter(|(e, _)| e.id == *id) else {
                 return error_reply(StatusCode::BAD_REQUEST, "expected an entry and its message");
