@@ -191,7 +191,12 @@ fn copies_and_calls_owed_to_a_dead_peer_survive_kill_9() {
         "mx3 kept a released message; mx1 log:\n{}",
         nodes[0].log()
     );
-    assert_eq!(sink.wait_messages(1, WAIT).len(), 1);
+    assert_eq!(
+        sink.wait_messages(1, WAIT).len(),
+        1,
+        "not delivered; mx1 log:\n{}",
+        nodes[0].log()
+    );
     assert!(!release(&nodes[2], &id).status.success());
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sink.messages().len(), 1, "delivered exactly once");
@@ -407,21 +412,33 @@ fn a_reload_can_change_the_members_but_not_drop_this_node() {
     assert_eq!(listed, expected);
 }
 
-/// A signature as a peer makes it (see src/cluster/auth.rs).
-fn sign(secret: &str, method: &str, path: &str, node: &str, time: u64) -> String {
-    use ring::{digest, hmac};
-    let body_digest: String = digest::digest(&digest::SHA256, b"")
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let text = format!("{method}\n{path}\n{node}\n{time}\n{body_digest}");
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    hmac::sign(&key, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// A peer's call as src/cluster/auth.rs signs it.
+struct Signed<'a> {
+    secret: &'a str,
+    from: &'a str,
+    to: &'a str,
+    time: u64,
+    nonce: u64,
+}
+
+impl Signed<'_> {
+    fn headers(&self, method: &str, path: &str) -> Vec<(&'static str, String)> {
+        use ring::{digest, hmac};
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let body_digest = hex(digest::digest(&digest::SHA256, b"").as_ref());
+        let (from, to, time, nonce) = (self.from, self.to, self.time, self.nonce);
+        let text = format!("{method}\n{path}\n{from}\n{to}\n{time}\n{nonce}\n{body_digest}");
+        let key = hmac::Key::new(hmac::HMAC_SHA256, self.secret.as_bytes());
+        vec![
+            ("x-antemx-node", from.to_string()),
+            ("x-antemx-time", time.to_string()),
+            ("x-antemx-nonce", nonce.to_string()),
+            (
+                "x-antemx-signature",
+                hex(hmac::sign(&key, text.as_bytes()).as_ref()),
+            ),
+        ]
+    }
 }
 
 #[test]
@@ -439,35 +456,72 @@ fn the_peer_api_refuses_calls_not_signed_with_the_cluster_secret() {
         .unwrap()
         .as_secs();
     let path = "/peer/sideline";
-    let call = |secret: &str, node_name: &str, time: u64| {
-        http_request(
-            node.web,
-            "GET",
-            path,
-            &[
-                ("x-antemx-node", node_name.to_string()),
-                ("x-antemx-time", time.to_string()),
-                (
-                    "x-antemx-signature",
-                    sign(secret, "GET", path, node_name, time),
-                ),
-            ],
-        )
+    let good = Signed {
+        secret: SECRET,
+        from: "mx2",
+        to: "mx1",
+        time: now,
+        nonce: 1,
     };
-    // The test's signing is right: a good call passes.
-    assert_eq!(call(SECRET, "mx2", now).0, 200);
+    let call = |signed: Signed| http_request(node.web, "GET", path, &signed.headers("GET", path)).0;
+    // The test's signing is right: a good call passes, once.
+    assert_eq!(call(Signed { ..good }), 200);
+    assert_eq!(call(Signed { ..good }), 401, "replayed");
+    assert_eq!(call(Signed { nonce: 2, ..good }), 200, "another call");
     assert_eq!(http_get(node.web, path).0, 401, "unsigned");
+    let wrong_secret = "another-secret-0123456789";
     assert_eq!(
-        call("another-secret-0123456789", "mx2", now).0,
+        call(Signed {
+            secret: wrong_secret,
+            nonce: 3,
+            ..good
+        }),
         401,
         "wrong secret"
     );
-    assert_eq!(call(SECRET, "mx9", now).0, 401, "not a node");
-    assert_eq!(call(SECRET, "mx1", now).0, 401, "itself");
-    assert_eq!(call(SECRET, "mx2", now - 600).0, 401, "ten minutes old");
-    let (status, body) = call(SECRET, "mx2", now);
-    assert_eq!(status, 200, "{body}");
-    assert!(node.log().contains("peer API: refused"));
+    assert_eq!(
+        call(Signed {
+            from: "mx9",
+            nonce: 4,
+            ..good
+        }),
+        401,
+        "not a node"
+    );
+    assert_eq!(
+        call(Signed {
+            from: "mx1",
+            nonce: 5,
+            ..good
+        }),
+        401,
+        "itself"
+    );
+    assert_eq!(
+        call(Signed {
+            to: "mx3",
+            nonce: 6,
+            ..good
+        }),
+        401,
+        "meant for another node"
+    );
+    assert_eq!(
+        call(Signed {
+            time: now - 600,
+            nonce: 7,
+            ..good
+        }),
+        401,
+        "ten minutes old"
+    );
+    assert_eq!(call(Signed { nonce: 8, ..good }), 200);
+    let log = node.log();
+    assert!(
+        log.contains("peer API: refused GET /peer/sideline"),
+        "{log}"
+    );
+    assert!(log.contains("a replay"), "{log}");
 }
 
 /// Something at a peer's address that answers every call with an unsigned

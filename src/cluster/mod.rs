@@ -62,6 +62,7 @@ struct Inner {
     reachable: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
     /// Set by `antemx drain`: the node takes no copies or jobs from peers.
     draining: std::sync::atomic::AtomicBool,
+    replays: auth::Replays,
 }
 
 impl Cluster {
@@ -109,6 +110,7 @@ impl Cluster {
             outbox,
             reachable: Default::default(),
             draining: Default::default(),
+            replays: Default::default(),
         })))
     }
 
@@ -246,12 +248,18 @@ impl Cluster {
     ) -> Result<Answer, String> {
         let (address, secret) = self.address(peer)?;
         let time = crate::time::now_ms() / 1000;
-        let signature = auth::sign(&secret, method, path, &self.0.me, time, &body);
+        let stamp = auth::Stamp {
+            from: &self.0.me,
+            to: peer,
+            nonce: fastrand::u64(..),
+        };
+        let signature = auth::sign(&secret, method, path, stamp, time, &body);
         let request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("http://{address}{path}"))
             .header(auth::NODE_HEADER, &self.0.me)
             .header(auth::TIME_HEADER, time.to_string())
+            .header(auth::NONCE_HEADER, stamp.nonce.to_string())
             .header(auth::SIGNATURE_HEADER, &signature)
             .body(body)
             .map_err(|e| e.to_string())?;
@@ -395,14 +403,13 @@ impl Cluster {
         ))
     }
 
-    /// Who signed a call to this node's peer API, if the signature holds.
-    pub fn authenticate(
+    /// What a call to the peer API claims before its body is read: a peer
+    /// of this node, a time close to ours, a signature. (peer, time, nonce,
+    /// signature)
+    pub fn precheck(
         &self,
-        method: &str,
-        path: &str,
         header: impl Fn(&str) -> Option<String>,
-        body: &[u8],
-    ) -> Result<String, String> {
+    ) -> Result<(String, u64, u64, String), String> {
         let config = self.0.live.current();
         let cluster = config
             .cluster
@@ -415,16 +422,40 @@ impl Cluster {
         let time: u64 = header(auth::TIME_HEADER)
             .and_then(|t| t.parse().ok())
             .ok_or("the call has no time")?;
+        auth::check_time(time, crate::time::now_ms() / 1000)?;
+        let nonce: u64 = header(auth::NONCE_HEADER)
+            .and_then(|n| n.parse().ok())
+            .ok_or("the call has no nonce")?;
         let signature = header(auth::SIGNATURE_HEADER).ok_or("the call is not signed")?;
-        auth::verify(
-            &cluster.secret,
-            (method, path),
-            &node,
-            time,
-            &signature,
-            body,
-            crate::time::now_ms() / 1000,
-        )?;
+        Ok((node, time, nonce, signature))
+    }
+
+    /// Who signed a call to this node's peer API, if the signature holds
+    /// and the call was not made before.
+    pub fn authenticate(
+        &self,
+        method: &str,
+        path: &str,
+        header: impl Fn(&str) -> Option<String>,
+        body: &[u8],
+    ) -> Result<String, String> {
+        let (node, time, nonce, signature) = self.precheck(header)?;
+        let secret = self
+            .0
+            .live
+            .current()
+            .cluster
+            .as_ref()
+            .map(|c| c.secret.clone())
+            .ok_or("this node is not in a cluster")?;
+        let now = crate::time::now_ms() / 1000;
+        let stamp = auth::Stamp {
+            from: &node,
+            to: &self.0.me,
+            nonce,
+        };
+        auth::verify(&secret, (method, path), stamp, time, &signature, body, now)?;
+        self.0.replays.remember(&signature, now)?;
         Ok(node)
     }
 

@@ -30,19 +30,28 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
         .path_and_query()
         .map_or_else(String::new, |p| p.as_str().to_string());
     let headers = request.headers().clone();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    // Nothing is read from a caller that is not even claiming to be a peer.
+    if let Err(e) = node.cluster.precheck(header) {
+        log::warn!("peer API: refused {method} {target} from {remote}: {e}");
+        return error_reply(StatusCode::UNAUTHORIZED, &e);
+    }
     let limit = node.live.current().smtp.max_message_size + RECORD_ROOM;
+    let declared = header("content-length").and_then(|l| l.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return error_reply(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large");
+    }
     let body = match Limited::new(request.into_body(), limit as usize)
         .collect()
         .await
     {
         Ok(collected) => collected.to_bytes(),
         Err(e) => return error_reply(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
-    };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
     };
     let peer = match node
         .cluster
