@@ -15,7 +15,15 @@ struct Call {
     peer: String,
     method: String,
     path: String,
+    /// When it was made; a call older than [`MAX_AGE_MS`] is given up.
+    #[serde(default)]
+    at_ms: u64,
 }
+
+/// A peer down for longer than this is not waited for: what it missed is
+/// moot by then (sidelined mail has expired), or must be made again by the
+/// operator (list changes; the log says which).
+const MAX_AGE_MS: u64 = 30 * 86_400_000;
 
 pub(super) struct Outbox {
     store: Store,
@@ -37,6 +45,7 @@ impl Outbox {
             peer: peer.to_string(),
             method: method.to_string(),
             path: path.to_string(),
+            at_ms: crate::time::now_ms(),
         };
         // Fixed-width ids sort in the order they were made.
         let key = self.store.new_id()?;
@@ -94,6 +103,17 @@ impl Outbox {
                 let _ = self.calls.remove(&key);
                 continue;
             }
+            if crate::time::now_ms().saturating_sub(call.at_ms) > MAX_AGE_MS {
+                log::warn!(
+                    "cluster: {} {} given up: {} has not answered for {} days",
+                    call.method,
+                    call.path,
+                    call.peer,
+                    MAX_AGE_MS / 86_400_000
+                );
+                let _ = self.calls.remove(&key);
+                continue;
+            }
             if down.contains(&call.peer) {
                 continue;
             }
@@ -127,7 +147,7 @@ impl Outbox {
                     down.insert(call.peer);
                 }
                 Err(e) => {
-                    log::info!("cluster: {e}; {} {} waits", call.method, call.path);
+                    log::debug!("cluster: {e}; {} {} waits", call.method, call.path);
                     down.insert(call.peer);
                 }
             }

@@ -127,8 +127,10 @@ impl Sideline {
             }
         }
         if holders.len() < wanted + counted {
-            log::warn!(
-                "{id}: sideline: kept on {} of {} nodes; trying again later",
+            // Per message at debug: with a peer down this repeats each pass;
+            // the pass logs one line.
+            log::debug!(
+                "{id}: sideline: kept on {} of {} nodes",
                 holders.len(),
                 wanted + counted
             );
@@ -333,8 +335,22 @@ impl Sideline {
             .map(|e| e.id)
             .collect();
         let mut down = HashSet::new();
+        let wanted = self.0.cluster.copies();
+        let mut still_short = 0;
         for id in short {
-            self.place(&id, ThisNode::Stays, &mut down).await;
+            let placed = self.place(&id, ThisNode::Stays, &mut down).await;
+            if !placed.is_empty() && placed.len() < wanted {
+                still_short += 1;
+            }
+        }
+        if still_short > 0 {
+            let mut down: Vec<String> = down.into_iter().collect();
+            down.sort();
+            log::warn!(
+                "sideline: {still_short} messages kept on fewer than {wanted} nodes (not answering: {}); trying again in {}s",
+                down.join(", "),
+                self.0.cluster.heal_interval().as_secs()
+            );
         }
     }
 
