@@ -234,63 +234,56 @@ impl Cluster {
         path: &str,
         body: Vec<u8>,
     ) -> Result<Answer, String> {
-        let answer = self.call_once(peer, method, path, body).await;
+        let answer = async {
+            let (address, secret) = self.address(peer)?;
+            let time = crate::time::now_ms() / 1000;
+            let stamp = auth::Stamp {
+                from: &self.0.me,
+                to: peer,
+                nonce: fastrand::u64(..),
+            };
+            let signature = auth::sign(&secret, method, path, stamp, time, &body);
+            let request = ureq::http::Request::builder()
+                .method(method)
+                .uri(format!("http://{address}{path}"))
+                .header(auth::NODE_HEADER, &self.0.me)
+                .header(auth::TIME_HEADER, time.to_string())
+                .header(auth::NONCE_HEADER, stamp.nonce.to_string())
+                .header(auth::SIGNATURE_HEADER, &signature)
+                .body(body)
+                .map_err(|e| e.to_string())?;
+            let agent = self.0.agent.clone();
+            let peer = peer.to_string();
+            smol::unblock(move || {
+                let failed = |e: &dyn std::fmt::Display| format!("{peer} ({address}): {e}");
+                let mut response = agent.run(request).map_err(|e| failed(&e))?;
+                let status = response.status().as_u16();
+                let answer_signature = response
+                    .headers()
+                    .get(auth::SIGNATURE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let body = response
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_ANSWER_BYTES)
+                    .read_to_vec()
+                    .map_err(|e| failed(&e))?;
+                // An answer nobody can vouch for is no answer.
+                auth::verify_answer(&secret, status, &signature, &answer_signature, &body)
+                    .map_err(|e| {
+                        let said =
+                            String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                        failed(&format!("{e} (status {status}: {})", said.trim()))
+                    })?;
+                Ok(Answer { status, body })
+            })
+            .await
+        }
+        .await;
         self.note_reachable(peer, &answer);
         answer
-    }
-
-    async fn call_once(
-        &self,
-        peer: &str,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<Answer, String> {
-        let (address, secret) = self.address(peer)?;
-        let time = crate::time::now_ms() / 1000;
-        let stamp = auth::Stamp {
-            from: &self.0.me,
-            to: peer,
-            nonce: fastrand::u64(..),
-        };
-        let signature = auth::sign(&secret, method, path, stamp, time, &body);
-        let request = ureq::http::Request::builder()
-            .method(method)
-            .uri(format!("http://{address}{path}"))
-            .header(auth::NODE_HEADER, &self.0.me)
-            .header(auth::TIME_HEADER, time.to_string())
-            .header(auth::NONCE_HEADER, stamp.nonce.to_string())
-            .header(auth::SIGNATURE_HEADER, &signature)
-            .body(body)
-            .map_err(|e| e.to_string())?;
-        let agent = self.0.agent.clone();
-        let peer = peer.to_string();
-        smol::unblock(move || {
-            let failed = |e: &dyn std::fmt::Display| format!("{peer} ({address}): {e}");
-            let mut response = agent.run(request).map_err(|e| failed(&e))?;
-            let status = response.status().as_u16();
-            let answer_signature = response
-                .headers()
-                .get(auth::SIGNATURE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let body = response
-                .body_mut()
-                .with_config()
-                .limit(MAX_ANSWER_BYTES)
-                .read_to_vec()
-                .map_err(|e| failed(&e))?;
-            // An answer nobody can vouch for is no answer.
-            auth::verify_answer(&secret, status, &signature, &answer_signature, &body).map_err(
-                |e| {
-                    let said = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                    failed(&format!("{e} (status {status}: {})", said.trim()))
-                },
-            )?;
-            Ok(Answer { status, body })
-        })
-        .await
     }
 
     /// Counts a call's outcome and logs a peer going down or coming back.
