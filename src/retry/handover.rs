@@ -73,7 +73,14 @@ impl Queue {
             if peer == cluster.me() {
                 continue;
             }
-            match cluster.call(&peer, "PUT", &path, body.clone()).await {
+            let mut answer = cluster.call(&peer, "PUT", &path, body.clone()).await;
+            if answer.is_err() {
+                // The job may have arrived and only the answer been lost:
+                // this peer again (taking a job twice is harmless) before
+                // another, which would make two nodes deliver it.
+                answer = cluster.call(&peer, "PUT", &path, body.clone()).await;
+            }
+            match answer {
                 Ok(answer) if answer.is_success() => {
                     self.forget_job(&job)
                         .await
