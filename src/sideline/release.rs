@@ -79,10 +79,12 @@ impl Sideline {
         );
         if let Some(message) = message {
             self.learn_ham(&message).await;
+            // In any order: sent now, kept in the outbox only for peers down.
+            let peers = self.0.cluster.peers();
             if let Err(e) = self
                 .0
                 .cluster
-                .tell_all(&[], "POST", "/peer/learn/ham", &message)
+                .tell_all(&peers, "POST", "/peer/learn/ham", &message)
                 .await
             {
                 log::error!("{id}: release: peers not told to learn it: {e}");

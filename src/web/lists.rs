@@ -40,6 +40,7 @@ pub async fn handle(
                     .collect::<Vec<_>>()
                     .join("/")
             );
+            // Through the outbox only: a peer gets list changes in order.
             if let Err(e) = cluster.tell_all(&[], method.as_str(), &path, b"").await {
                 return error_reply(
                     StatusCode::INTERNAL_SERVER_ERROR,
