@@ -230,7 +230,7 @@ fn two_nodes_releasing_at_once_deliver_once() {
 }
 
 #[test]
-fn deleting_on_one_node_drops_every_copy() {
+fn deleting_drops_every_copy_and_training_reaches_every_node() {
     let sink = Sink::start();
     let nodes = start_cluster(&sink, 3);
     let id = sideline_suspect(&nodes[1]);
@@ -244,6 +244,23 @@ fn deleting_on_one_node_drops_every_copy() {
     assert!(wait_for(WAIT, || total_copies(&nodes) == 0));
     assert!(!release(&nodes[0], &id).status.success());
     assert!(sink.messages().is_empty());
+
+    // A release with --train teaches every node's classifier.
+    let id = sideline_suspect(&nodes[1]);
+    assert!(wait_for(WAIT, || total_copies(&nodes) == 3));
+    let trained = nodes[0].cli(&["sideline", "release", &id, "--train"]);
+    assert!(
+        trained.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained.stderr)
+    );
+    for node in &nodes {
+        assert!(
+            wait_for(WAIT, || gauge(node, "antemx_classifier_learned_ham") == 1.0),
+            "a node did not learn the released message"
+        );
+    }
+    assert_eq!(sink.wait_messages(1, WAIT).len(), 1);
 }
 
 #[test]
