@@ -301,3 +301,26 @@ fn sigterm_under_load_finishes_sessions_and_loses_nothing() {
         "accepted messages missing after a graceful restart"
     );
 }
+
+#[test]
+fn the_web_server_holds_a_bounded_number_of_connections() {
+    use std::io::Read;
+    let sink = Sink::start();
+    let node = Node::start(Setup::routed_to(sink.address));
+    let idle: Vec<std::net::TcpStream> = (0..256)
+        .map(|_| std::net::TcpStream::connect(node.web).unwrap())
+        .collect();
+    assert!(wait_for(Duration::from_secs(10), || {
+        let mut extra = std::net::TcpStream::connect(node.web).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        matches!(extra.read(&mut [0u8; 1]), Ok(0))
+    }));
+    assert!(node.log().contains("web: 256 connections open"));
+    drop(idle);
+    assert!(wait_for(Duration::from_secs(10), || http_get(
+        node.web, "/healthz"
+    )
+    .0 == 200));
+}

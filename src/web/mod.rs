@@ -95,7 +95,14 @@ fn percent_decode(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Connections the web server holds at once; more are closed at accept
+/// (the callers are the CLI, the peers and a metrics scraper).
+const MAX_CONNECTIONS: usize = 256;
+/// A client that has not sent its request head by then is dropped.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn serve(listener: TcpListener, node: Node) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -105,18 +112,27 @@ pub async fn serve(listener: TcpListener, node: Node) {
                 continue;
             }
         };
+        if open.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            log::warn!("web: {MAX_CONNECTIONS} connections open; closing one from {peer}");
+            continue;
+        }
         let node = node.clone();
+        let open = open.clone();
         smol::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let node = node.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(request, peer, &node).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(smol_hyper::rt::SmolTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(FuturesIo::new(stream), service)
                 .await
             {
                 log::debug!("web: connection from {peer}: {e}");
             }
+            open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         })
         .detach();
     }

@@ -22,6 +22,8 @@ use std::net::SocketAddr;
 
 /// Room for a message's entry or job record beside the message itself.
 const RECORD_ROOM: u64 = 4 * 1024 * 1024;
+/// A peer sends a message of the largest size well within this.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node) -> Reply {
     let method = request.method().clone();
@@ -46,12 +48,21 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
     if declared.is_some_and(|length| length > limit) {
         return error_reply(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large");
     }
-    let body = match Limited::new(request.into_body(), limit as usize)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => return error_reply(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+    let reading = async {
+        Some(
+            Limited::new(request.into_body(), limit as usize)
+                .collect()
+                .await,
+        )
+    };
+    let too_slow = async {
+        smol::Timer::after(BODY_TIMEOUT).await;
+        None
+    };
+    let body = match smol::future::or(reading, too_slow).await {
+        Some(Ok(collected)) => collected.to_bytes(),
+        Some(Err(e)) => return error_reply(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
+        None => return error_reply(StatusCode::REQUEST_TIMEOUT, "the body came too slowly"),
     };
     let peer = match node
         .cluster
