@@ -5,6 +5,7 @@ mod admin;
 mod check_dns;
 mod check_spf;
 mod drain;
+mod hash_password;
 mod lists;
 mod notify;
 mod queue;
@@ -53,6 +54,7 @@ enum Command {
     Train(train::TrainArgs),
     Verify(verify::VerifyArgs),
     Drain(drain::DrainArgs),
+    HashPassword(hash_password::HashPasswordArgs),
 }
 
 #[derive(FromArgs)]
@@ -70,11 +72,16 @@ pub fn main() -> i32 {
         Command::Serve(args) => serve::run(args),
         Command::CheckConfig(args) => match crate::config::Config::load(&args.config) {
             Ok(config) => {
+                let users = match config.users.len() {
+                    0 => String::new(),
+                    1 => ", 1 user".to_string(),
+                    n => format!(", {n} users"),
+                };
                 let cluster = config.cluster.as_ref().map_or(String::new(), |c| {
                     format!(", cluster of {} nodes, {} copies", c.nodes.len(), c.copies)
                 });
                 println!(
-                    "{}: ok ({} domain{}{cluster})",
+                    "{}: ok ({} domain{}{users}{cluster})",
                     args.config.display(),
                     config.domains.len(),
                     if config.domains.len() == 1 { "" } else { "s" }
@@ -95,5 +102,6 @@ pub fn main() -> i32 {
         Command::Train(args) => train::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Drain(args) => drain::run(args),
+        Command::HashPassword(args) => hash_password::run(args),
     }
 }

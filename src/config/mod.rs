@@ -5,9 +5,11 @@
 mod cluster;
 mod network;
 mod units;
+mod users;
 
 pub use cluster::Cluster;
 pub use units::{parse_duration, Size, Span};
+pub use users::{Scope, User};
 
 use crate::filter::checks::sender_lists::SenderPattern;
 pub use network::Network;
@@ -33,6 +35,8 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// Customer domains by lower-case name.
     pub domains: BTreeMap<String, Domain>,
+    /// Accounts of the customers' API by lower-case email.
+    pub users: BTreeMap<String, User>,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +270,8 @@ struct RawConfig {
     cluster: Option<cluster::RawCluster>,
     #[serde(default)]
     domain: Vec<RawDomain>,
+    #[serde(default)]
+    user: Vec<users::RawUser>,
 }
 
 #[derive(Deserialize)]
@@ -852,6 +858,8 @@ impl Config {
                 },
             );
         }
+        let users = users::validate(raw.user, |name| domains.contains_key(name))
+            .map_err(|(span, message)| at(span, message))?;
 
         Ok(Config {
             node: Node {
@@ -941,6 +949,7 @@ impl Config {
                 retention: raw.sideline.retention.0,
             },
             cluster,
+            users,
             domains,
         })
     }

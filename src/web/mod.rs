@@ -1,8 +1,10 @@
 //! HTTP: the admin API that the CLI talks to, accepted only from loopback
-//! so that only someone on the node can use it; the peer API that the
-//! other nodes of a cluster call, signed ([`peer`]); and /metrics.
+//! so that only someone on the node can use it; the customers' API, for
+//! `[[user]]` accounts ([`api`]); the peer API that the other nodes of a
+//! cluster call, signed ([`peer`]); and /metrics.
 
 mod admin;
+mod api;
 mod drain;
 mod lists;
 mod peer;
@@ -145,6 +147,9 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Rep
     }
     if path.starts_with("/peer/") {
         return peer::handle(request, peer, node).await;
+    }
+    if path.starts_with("/api/") {
+        return api::handle(request, peer, node).await;
     }
     let admin_path = path.strip_prefix("/admin/");
     if (admin_path.is_some() || path == "/metrics") && !peer.ip().is_loopback() {
