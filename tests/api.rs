@@ -217,3 +217,49 @@ fn user_mistakes_are_config_errors_with_their_line() {
         assert!(!ok && err.contains(wanted), "wanted {wanted:?}, got {err}");
     }
 }
+
+#[test]
+fn guessing_passwords_is_stopped_after_ten_failures() {
+    let sink = Sink::start();
+    let hash = hash_password("right");
+    let mut setup = Setup::routed_to(sink.address);
+    setup.extra = format!(
+        "\n[[user]]\nemail = \"it@example.com\"\npassword_hash = \"{hash}\"\ndomains = [\"example.com\"]\n"
+    );
+    let node = Node::start(setup);
+    assert_eq!(
+        api(
+            &node,
+            "GET",
+            "/api/sideline",
+            Some(("it@example.com", "right"))
+        )
+        .0,
+        200
+    );
+    for n in 0..10 {
+        let guess = format!("guess {n}");
+        assert_eq!(
+            api(
+                &node,
+                "GET",
+                "/api/sideline",
+                Some(("it@example.com", &guess))
+            )
+            .0,
+            401
+        );
+    }
+    // Even the right password is refused now, from this address.
+    assert_eq!(
+        api(
+            &node,
+            "GET",
+            "/api/sideline",
+            Some(("it@example.com", "right"))
+        )
+        .0,
+        401
+    );
+    assert!(node.log().contains("too many failures"));
+}

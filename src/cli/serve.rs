@@ -123,6 +123,7 @@ fn start(config: Config, path: PathBuf, node: Option<String>) -> Result<(), Stri
     }
     let web_node = crate::web::Node {
         live: live.clone(),
+        sign_in_failures: Default::default(),
         cluster: cluster.clone(),
         queue: queue.clone(),
         store: store.clone(),

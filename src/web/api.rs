@@ -12,13 +12,15 @@
 //! release delivers it to all its recipients (it has one verdict).
 
 use super::{error_reply, json_reply, query_value, Node, Reply};
-use crate::config::Scope;
+use crate::config::{Scope, User};
 use crate::sideline::{Entry, ReleaseError};
 use base64ct::{Base64, Encoding};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use serde_json::json;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, OnceLock};
 
 pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node) -> Reply {
     let Some((email, scope)) = sign_in(&request, remote, node).await else {
@@ -103,12 +105,59 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
     }
 }
 
+/// Failed sign-ins to one account from one client address in
+/// [`FAILURE_WINDOW_MS`]; then they are refused without checking (argon2 is
+/// costly on purpose, and passwords must not be guessed at speed). By
+/// account too, because behind a reverse proxy every client has the
+/// proxy's address: one guesser must not lock every customer out.
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW_MS: u64 = 10 * 60 * 1000;
+
+/// Failed sign-ins by (client address, account): (count, first failure).
+#[derive(Default)]
+pub struct SignInFailures(Mutex<Failures>);
+
+type Failures = HashMap<(IpAddr, String), (u32, u64)>;
+
+impl SignInFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn blocked(&self, ip: IpAddr, email: &str, now_ms: u64) -> bool {
+        let mut failures = self.lock();
+        failures.retain(|_, (_, first)| now_ms.saturating_sub(*first) < FAILURE_WINDOW_MS);
+        failures
+            .get(&(ip, email.to_string()))
+            .is_some_and(|(count, _)| *count >= MAX_FAILURES)
+    }
+
+    fn failed(&self, ip: IpAddr, email: &str, now_ms: u64) {
+        self.lock()
+            .entry((ip, email.to_string()))
+            .or_insert((0, now_ms))
+            .0 += 1;
+    }
+}
+
+/// What an unknown email's password is checked against, so that it takes
+/// as long as a known one's (no telling which accounts exist).
+fn stand_in() -> &'static User {
+    static STAND_IN: OnceLock<User> = OnceLock::new();
+    STAND_IN.get_or_init(|| User {
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c3RhbmQtaW4tc2FsdA$2bXkZ6yH3nJYdA1M2a7oL1i0hZ3q4n5p6r7s8t9u0vw"
+            .to_string(),
+        scope: Scope::Domains(Vec::new()),
+    })
+}
+
 /// The signed-in user's email and scope, if the Basic credentials hold.
 async fn sign_in(
     request: &Request<Incoming>,
     remote: SocketAddr,
     node: &Node,
 ) -> Option<(String, Scope)> {
+    let now = crate::time::now_ms();
     let credentials = request
         .headers()
         .get(hyper::header::AUTHORIZATION)?
@@ -119,13 +168,55 @@ async fn sign_in(
     let decoded = String::from_utf8(decoded).ok()?;
     let (email, password) = decoded.split_once(':')?;
     let email = email.trim().to_ascii_lowercase();
+    if node.sign_in_failures.blocked(remote.ip(), &email, now) {
+        log::warn!(
+            "api: sign-in refused for {email:?} from {}: too many failures",
+            remote.ip()
+        );
+        return None;
+    }
     let user = node.live.current().users.get(&email).cloned();
     let password = password.to_string();
     let checked = user.clone();
-    let valid = smol::unblock(move || checked.is_some_and(|u| u.has_password(&password))).await;
+    let valid = smol::unblock(move || {
+        let matches = checked
+            .as_ref()
+            .unwrap_or(stand_in())
+            .has_password(&password);
+        matches && checked.is_some()
+    })
+    .await;
     if !valid {
+        node.sign_in_failures.failed(remote.ip(), &email, now);
         log::warn!("api: sign-in failed for {email:?} from {}", remote.ip());
         return None;
     }
     user.map(|u| (email, u.scope))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stand_in_costs_a_real_check_and_matches_nothing() {
+        assert!(argon2::PasswordHash::new(&stand_in().password_hash).is_ok());
+        assert!(!stand_in().has_password(""));
+        assert!(!stand_in().has_password("stand-in"));
+    }
+
+    #[test]
+    fn an_account_is_refused_to_a_client_after_ten_failures_for_ten_minutes() {
+        let failures = SignInFailures::default();
+        let (ip, other): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for n in 0..MAX_FAILURES {
+            assert!(!failures.blocked(ip, "a@x.test", 1000 + u64::from(n)));
+            failures.failed(ip, "a@x.test", 1000 + u64::from(n));
+        }
+        assert!(failures.blocked(ip, "a@x.test", 2000));
+        assert!(!failures.blocked(ip, "b@x.test", 2000), "other accounts");
+        assert!(!failures.blocked(other, "a@x.test", 2000), "other clients");
+        assert!(!failures.blocked(ip, "a@x.test", 1000 + FAILURE_WINDOW_MS));
+    }
 }

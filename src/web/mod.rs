@@ -42,6 +42,7 @@ pub fn error_reply(status: StatusCode, message: &str) -> Reply {
 #[derive(Clone)]
 pub struct Node {
     pub live: crate::config::Live,
+    pub sign_in_failures: Arc<api::SignInFailures>,
     pub cluster: crate::cluster::Cluster,
     pub queue: Queue,
     pub store: Store,
