@@ -94,95 +94,70 @@ fn users_see_and_release_only_their_domains_mail() {
     let alice = Some(("alice@example.com", "alice's password"));
     let admin = Some(("ops@filter.test", "the admin's password"));
 
-    assert_eq!(api(&node, "GET", "/api/sideline", None).0, 401);
-    assert_eq!(
-        api(
-            &node,
+    let status =
+        |method: &str, path: &str, who: Option<(&str, &str)>| api(&node, method, path, who).0;
+    let listed = |who| {
+        let (code, listing) = api(&node, "GET", "/api/sideline", who);
+        assert_eq!(code, 200, "{listing}");
+        ids(&listing)
+    };
+    let (theirs_path, theirs_release) = (
+        format!("/api/sideline/{theirs}"),
+        format!("/api/sideline/{theirs}/release"),
+    );
+    for (method, path, who, expected) in [
+        ("GET", "/api/sideline", None, 401),
+        (
             "GET",
             "/api/sideline",
-            Some(("alice@example.com", "guess"))
-        )
-        .0,
-        401
-    );
-    assert_eq!(
-        api(
-            &node,
+            Some(("alice@example.com", "guess")),
+            401,
+        ),
+        (
             "GET",
             "/api/sideline",
-            Some(("nobody@example.com", "x"))
-        )
-        .0,
-        401
-    );
+            Some(("nobody@example.com", "x")),
+            401,
+        ),
+        ("GET", theirs_path.as_str(), alice, 404),
+        ("GET", "/api/sideline?domain=other.test", alice, 403),
+        ("POST", theirs_release.as_str(), alice, 404),
+        ("DELETE", theirs_path.as_str(), alice, 404),
+    ] {
+        assert_eq!(
+            status(method, path, who),
+            expected,
+            "{method} {path} as {who:?}"
+        );
+    }
     assert!(node
         .log()
         .contains("api: sign-in failed for \"alice@example.com\""));
-
-    let (status, listed) = api(&node, "GET", "/api/sideline", alice);
-    assert_eq!(status, 200);
     assert_eq!(
-        ids(&listed),
+        listed(alice),
         vec![ours.clone()],
         "alice sees only example.com"
     );
-    assert_eq!(
-        api(&node, "GET", &format!("/api/sideline/{theirs}"), alice).0,
-        404
-    );
-    assert_eq!(
-        api(&node, "GET", "/api/sideline?domain=other.test", alice).0,
-        403
-    );
-    assert_eq!(
-        api(
-            &node,
-            "POST",
-            &format!("/api/sideline/{theirs}/release"),
-            alice
-        )
-        .0,
-        404
-    );
-    assert_eq!(
-        api(&node, "DELETE", &format!("/api/sideline/{theirs}"), alice).0,
-        404
-    );
 
-    let (status, released) = api(
-        &node,
-        "POST",
-        &format!("/api/sideline/{ours}/release"),
-        alice,
-    );
-    assert_eq!(status, 200, "{released}");
+    let release_ours = format!("/api/sideline/{ours}/release");
+    assert_eq!(status("POST", &release_ours, alice), 200);
     let delivered = sink.wait_messages(1, Duration::from_secs(20));
     assert_eq!(delivered.len(), 1);
     assert!(delivered[0]
         .text()
         .contains("X-Antemx-Released: by alice@example.com"));
     assert_eq!(
-        api(
-            &node,
-            "POST",
-            &format!("/api/sideline/{ours}/release"),
-            alice
-        )
-        .0,
-        404
+        status("POST", &release_ours, alice),
+        404,
+        "released already"
     );
 
-    let (status, listed) = api(&node, "GET", "/api/sideline", admin);
-    assert_eq!(status, 200);
     assert_eq!(
-        ids(&listed),
+        listed(admin),
         vec![theirs.clone()],
         "the admin sees every domain"
     );
-    assert_eq!(
-        api(&node, "DELETE", &format!("/api/sideline/{theirs}"), admin).0,
-        200
-    );
+    assert_eq!(status("DELETE", &theirs_path, admin), 200);
     assert!(node.sidelined().is_empty());
 
     // Alice's account removed from the file and reloaded: she is out.
@@ -227,39 +202,20 @@ fn guessing_passwords_is_stopped_after_ten_failures() {
         "\n[[user]]\nemail = \"it@example.com\"\npassword_hash = \"{hash}\"\ndomains = [\"example.com\"]\n"
     );
     let node = Node::start(setup);
-    assert_eq!(
+    let sign_in = |password: &str| {
         api(
             &node,
             "GET",
             "/api/sideline",
-            Some(("it@example.com", "right"))
+            Some(("it@example.com", password)),
         )
-        .0,
-        200
-    );
+        .0
+    };
+    assert_eq!(sign_in("right"), 200);
     for n in 0..10 {
-        let guess = format!("guess {n}");
-        assert_eq!(
-            api(
-                &node,
-                "GET",
-                "/api/sideline",
-                Some(("it@example.com", &guess))
-            )
-            .0,
-            401
-        );
+        assert_eq!(sign_in(&format!("guess {n}")), 401);
     }
     // Even the right password is refused now, from this address.
-    assert_eq!(
-        api(
-            &node,
-            "GET",
-            "/api/sideline",
-            Some(("it@example.com", "right"))
-        )
-        .0,
-        401
-    );
+    assert_eq!(sign_in("right"), 401);
     assert!(node.log().contains("too many failures"));
 }

@@ -11,9 +11,9 @@
 //! A message to recipients of several customers is visible to each, and a
 //! release delivers it to all its recipients (it has one verdict).
 
-use super::{error_reply, json_reply, query_value, Node, Reply};
+use super::{error_reply, json_reply, Node, Reply};
 use crate::config::{Scope, User};
-use crate::sideline::{Entry, ReleaseError};
+use crate::sideline::Entry;
 use base64ct::{Base64, Encoding};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
@@ -78,18 +78,7 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
             if !sideline.find(id).await.is_some_and(|e| visible(&e)) {
                 return not_found(id);
             }
-            let train = query_value(query, "train").is_some_and(|t| t == "1" || t == "true");
-            match sideline.release(id, &email, train).await {
-                Ok(entry) => json_reply(
-                    StatusCode::OK,
-                    &json!({ "released": entry.id, "by": email, "trained": train }),
-                ),
-                Err(ReleaseError::NotFound) => not_found(id),
-                Err(e @ ReleaseError::AlreadyReleased) => {
-                    error_reply(StatusCode::CONFLICT, &format!("{id}: {e}"))
-                }
-                Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-            }
+            super::sideline::release(sideline, id, &email, query).await
         }
         (&Method::DELETE, ["sideline", id]) => {
             if !sideline.find(id).await.is_some_and(|e| visible(&e)) {

@@ -31,20 +31,26 @@ pub async fn handle(method: &Method, parts: &[&str], query: &str, sideline: &Sid
         },
         (&Method::POST, [id, "release"]) => {
             let by = query_value(query, "by").unwrap_or_else(|| "admin".into());
-            let train = query_value(query, "train").is_some_and(|t| t == "1" || t == "true");
-            match sideline.release(id, &by, train).await {
-                Ok(entry) => json_reply(
-                    StatusCode::OK,
-                    &json!({ "released": entry.id, "by": by, "trained": train }),
-                ),
-                Err(ReleaseError::NotFound) => not_found(id),
-                Err(e @ ReleaseError::AlreadyReleased) => {
-                    error_reply(StatusCode::CONFLICT, &format!("{id}: {e}"))
-                }
-                Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-            }
+            release(sideline, id, &by, query).await
         }
         _ => error_reply(StatusCode::NOT_FOUND, "no such admin call"),
+    }
+}
+
+/// A release's answer, for the admin API and the customers' API alike;
+/// `train=1` in the query also teaches the classifier.
+pub(super) async fn release(sideline: &Sideline, id: &str, by: &str, query: &str) -> Reply {
+    let train = query_value(query, "train").is_some_and(|t| t == "1" || t == "true");
+    match sideline.release(id, by, train).await {
+        Ok(entry) => json_reply(
+            StatusCode::OK,
+            &json!({ "released": entry.id, "by": by, "trained": train }),
+        ),
+        Err(ReleaseError::NotFound) => not_found(id),
+        Err(e @ ReleaseError::AlreadyReleased) => {
+            error_reply(StatusCode::CONFLICT, &format!("{id}: {e}"))
+        }
+        Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
