@@ -152,6 +152,24 @@ fn users_see_and_release_only_their_domains_mail() {
         "released already"
     );
 
+    // Her recipients' sender lists, and only theirs.
+    let allow = "/api/lists/bob@example.com/allow?sender=friend%40partner.test";
+    assert_eq!(status("POST", allow, alice), 200);
+    let (code, lists) = api(&node, "GET", "/api/lists/bob@example.com", alice);
+    assert_eq!(code, 200);
+    assert!(lists.to_string().contains("friend@partner.test"), "{lists}");
+    let shown = node.cli(&["lists", "show", "bob@example.com", "--json"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("friend@partner.test"));
+    assert_eq!(status("GET", "/api/lists/carol@other.test", alice), 403);
+    assert_eq!(
+        status(
+            "POST",
+            "/api/lists/carol@other.test/block?sender=x%40y.test",
+            alice
+        ),
+        403
+    );
+
     assert_eq!(
         listed(admin),
         vec![theirs.clone()],

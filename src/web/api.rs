@@ -7,6 +7,9 @@
 //! - `GET /api/sideline?domain=&recipient=&sender=&since_ms=&until_ms=`
 //! - `GET /api/sideline/ID`, `DELETE /api/sideline/ID`
 //! - `POST /api/sideline/ID/release?train=1`
+//! - `GET /api/lists/RECIPIENT`, `POST /api/lists/RECIPIENT/allow?sender=S`
+//!   (or `block`), `DELETE /api/lists/RECIPIENT?sender=S`: a recipient's
+//!   own sender lists, for recipients in the user's domains
 //!
 //! A message to recipients of several customers is visible to each, and a
 //! release delivers it to all its recipients (it has one verdict).
@@ -89,6 +92,24 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
                 Ok(false) => not_found(id),
                 Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
+        }
+        (_, ["lists", recipient, ..]) => {
+            let domain = recipient.rsplit_once('@').map_or("", |(_, d)| d);
+            if !scope.covers(domain) {
+                return error_reply(
+                    StatusCode::FORBIDDEN,
+                    &format!("{recipient} is not in your domains"),
+                );
+            }
+            super::lists::handle(
+                request.method(),
+                &parts[1..],
+                query,
+                &node.user_lists,
+                &node.store,
+                Some(&node.cluster),
+            )
+            .await
         }
         _ => error_reply(StatusCode::NOT_FOUND, "no such API call"),
     }

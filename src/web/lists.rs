@@ -1,11 +1,11 @@
-//! The admin API behind `antemx lists ...`: each recipient's own sender
-//! lists.
+//! The admin API behind `antemx lists ...` (and the customers' API, for
+//! their own recipients): each recipient's own sender lists.
 //!
 //! - `GET /admin/lists/RECIPIENT`
 //! - `POST /admin/lists/RECIPIENT/allow?sender=S`, `.../block?sender=S`
 //! - `DELETE /admin/lists/RECIPIENT?sender=S`
 //!
-//! A change made through the admin API goes to every peer too (the peer API
+//! A change made through the admin or customers' API goes to every peer too (the peer API
 //! takes the same calls under `/peer/lists/`, applied there only).
 
 use super::{error_reply, json_reply, percent_encode, query_value, Reply};
