@@ -11,7 +11,7 @@ fn the_example_configs_are_valid() {
         ("antemx.toml", "ok (1 domain)"),
         (
             "cluster.toml",
-            "ok (2 domains, 2 users, cluster of 3 nodes, 2 copies)",
+            "ok (2 domains, cluster of 3 nodes, 2 copies)",
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_antemx"))

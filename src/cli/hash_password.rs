@@ -17,20 +17,26 @@ pub struct HashPasswordArgs {
     config: PathBuf,
 }
 
-/// Turns the terminal's echo off (or back on) with stty.
-fn echo(on: bool) {
-    let _ = Command::new("stty")
+/// Turns the terminal's echo off (or back on) with stty; whether it could.
+fn echo(on: bool) -> bool {
+    Command::new("stty")
         .arg(if on { "echo" } else { "-echo" })
         .stdin(Stdio::inherit())
-        .status();
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 fn read_password(prompt: &str, terminal: bool) -> Result<String, String> {
     let mut line = String::new();
     if terminal {
+        // A password shown on the screen is a password given away.
+        if !echo(false) {
+            return Err(
+                "cannot turn the terminal's echo off (stty); pipe the password in instead".into(),
+            );
+        }
         eprint!("{prompt}");
         let _ = std::io::stderr().flush();
-        echo(false);
     }
     let read = std::io::stdin().lock().read_line(&mut line);
     if terminal {

@@ -117,6 +117,14 @@ fn start(config: Config, path: PathBuf, node: Option<String>) -> Result<(), Stri
     let web = std::net::TcpListener::bind(config.web.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.web.listen))?;
     let web = smol::net::TcpListener::try_from(web).map_err(|e| e.to_string())?;
+    let api_listener = match config.web.api_listen {
+        Some(address) => {
+            let listener = std::net::TcpListener::bind(address)
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+            Some(smol::net::TcpListener::try_from(listener).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
 
     for listener in smtp_listeners {
         smol::spawn(receiver.clone().serve(listener)).detach();
@@ -133,7 +141,15 @@ fn start(config: Config, path: PathBuf, node: Option<String>) -> Result<(), Stri
         user_lists: UserLists::open(&store)
             .map_err(|e| format!("recipients' sender lists: {e}"))?,
     };
-    smol::spawn(crate::web::serve(web, web_node)).detach();
+    if let Some(api) = api_listener {
+        smol::spawn(crate::web::serve(
+            api,
+            web_node.clone(),
+            crate::web::Role::Customers,
+        ))
+        .detach();
+    }
+    smol::spawn(crate::web::serve(web, web_node, crate::web::Role::Node)).detach();
     let learner = bayes.clone();
     smol::spawn(async move { save_learned(learner).await }).detach();
     smol::spawn(async move { sideline.run().await }).detach();

@@ -80,6 +80,10 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct Web {
     pub listen: SocketAddr,
+    /// Where the customers' API answers, and nothing else; `None`: it is
+    /// off. Apart from `listen`, so that a reverse proxy in front of it
+    /// never reaches the admin API.
+    pub api_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -364,12 +368,14 @@ fn default_max_errors() -> u32 {
 struct RawWeb {
     #[serde(default = "default_web_listen")]
     listen: Spanned<String>,
+    api_listen: Option<Spanned<String>>,
 }
 
 impl Default for RawWeb {
     fn default() -> Self {
         RawWeb {
             listen: default_web_listen(),
+            api_listen: None,
         }
     }
 }
@@ -734,10 +740,12 @@ impl Config {
                 "[retry] min_interval is longer than max_interval".into(),
             ));
         }
-        if raw.retry.max_connections == 0 || raw.smtp.max_recipients == 0 {
+        if raw.retry.max_connections == 0 || raw.smtp.max_recipients == 0 || raw.smtp.max_hops == 0
+        {
             return Err((
                 None,
-                "[retry] max_connections and [smtp] max_recipients must be at least 1".into(),
+                "[retry] max_connections, [smtp] max_recipients and max_hops must be at least 1"
+                    .into(),
             ));
         }
         let servers = raw
@@ -882,6 +890,12 @@ impl Config {
             },
             web: Web {
                 listen: socket(&raw.web.listen, "[web] listen")?,
+                api_listen: raw
+                    .web
+                    .api_listen
+                    .as_ref()
+                    .map(|a| socket(a, "[web] api_listen"))
+                    .transpose()?,
             },
             retry: Retry {
                 min_interval: raw.retry.min_interval.0,

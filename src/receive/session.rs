@@ -11,6 +11,7 @@ use super::Receiver;
 use crate::config::Config;
 use crate::filter::{Envelope, Verdict};
 use crate::retry::Incoming;
+use futures_rustls::TlsAcceptor;
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
@@ -57,7 +58,9 @@ enum Input {
 enum Next {
     Continue,
     Data,
-    StartTls,
+    /// With the certificate the 220 was given under (a reload in between
+    /// must not leave the client's handshake unanswered).
+    StartTls(TlsAcceptor),
     Close,
 }
 
@@ -137,9 +140,9 @@ impl<'a> Session<'a> {
                         self.flush().await?;
                         self.receive_message().await?;
                     }
-                    Next::StartTls => {
+                    Next::StartTls(acceptor) => {
                         self.flush().await?;
-                        self.start_tls().await?;
+                        self.start_tls(&acceptor).await?;
                     }
                 }
             }
@@ -320,16 +323,16 @@ impl<'a> Session<'a> {
                 self.reply("214 2.0.0 See RFC 5321; commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS");
                 Next::Continue
             }
-            Request::StartTls => {
-                if self.receiver.tls().is_none() {
-                    self.error("502 5.5.1 STARTTLS is not available")
-                } else if matches!(self.stream, Stream::Tls(_)) {
+            Request::StartTls => match self.receiver.tls() {
+                None => self.error("502 5.5.1 STARTTLS is not available"),
+                Some(_) if matches!(self.stream, Stream::Tls(_)) => {
                     self.error("503 5.5.1 TLS is already active")
-                } else {
-                    self.reply("220 2.0.0 Ready to start TLS");
-                    Next::StartTls
                 }
-            }
+                Some(acceptor) => {
+                    self.reply("220 2.0.0 Ready to start TLS");
+                    Next::StartTls(acceptor)
+                }
+            },
             Request::Bdat { .. } => {
                 // The chunk that follows would be read as commands; the
                 // client broke the protocol, so end the session.
@@ -442,14 +445,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    async fn start_tls(&mut self) -> io::Result<()> {
+    async fn start_tls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
         // Anything pipelined after STARTTLS was sent in clear text and must
         // not be executed inside the TLS session (CVE-2011-0411).
         self.input.clear();
-        let Some(acceptor) = self.receiver.tls() else {
-            return Ok(());
-        };
-        let handshake = self.stream.start_tls(&acceptor);
+        let handshake = self.stream.start_tls(acceptor);
         let timeout = async {
             smol::Timer::after(self.config.smtp.command_timeout).await;
             Err(io::Error::new(

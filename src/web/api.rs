@@ -11,8 +11,10 @@
 //!   (or `block`), `DELETE /api/lists/RECIPIENT?sender=S`: a recipient's
 //!   own sender lists, for recipients in the user's domains
 //!
-//! A message to recipients of several customers is visible to each, and a
-//! release delivers it to all its recipients (it has one verdict).
+//! A message to recipients of several customers is visible to each, but
+//! only an admin releases or deletes it: a release delivers it to all its
+//! recipients (it has one verdict), which one customer must not decide for
+//! another.
 
 use super::{error_reply, json_reply, Node, Reply};
 use crate::config::{Scope, User};
@@ -26,16 +28,25 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, OnceLock};
 
 pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node) -> Reply {
-    let Some((email, scope)) = sign_in(&request, remote, node).await else {
-        let mut reply = error_reply(
-            StatusCode::UNAUTHORIZED,
-            "sign in with the email and password of a [[user]] (HTTP Basic)",
-        );
-        reply.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static("Basic realm=\"antemx\""),
-        );
-        return reply;
+    let (email, scope) = match sign_in(&request, remote, node).await {
+        Ok(user) => user,
+        Err(Refusal::Busy) => {
+            return error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sign-ins at once; try again",
+            )
+        }
+        Err(Refusal::Credentials) => {
+            let mut reply = error_reply(
+                StatusCode::UNAUTHORIZED,
+                "sign in with the email and password of a [[user]] (HTTP Basic)",
+            );
+            reply.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Basic realm=\"antemx\""),
+            );
+            return reply;
+        }
     };
     let path = request.uri().path().trim_start_matches("/api/").to_string();
     let parts: Vec<String> = path
@@ -52,8 +63,22 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
                 .is_some_and(|(_, domain)| scope.covers(domain))
         })
     };
+    // Acting on a message decides for all its recipients: only a user whose
+    // domains hold every one of them may (an admin always).
+    let owned = |entry: &Entry| {
+        entry.recipients.iter().all(|r| {
+            r.rsplit_once('@')
+                .is_some_and(|(_, domain)| scope.covers(domain))
+        })
+    };
     let not_found =
         |id: &str| error_reply(StatusCode::NOT_FOUND, &format!("no sidelined message {id}"));
+    let shared = |id: &str| {
+        error_reply(
+            StatusCode::FORBIDDEN,
+            &format!("{id} also goes to other customers' recipients: ask the operator"),
+        )
+    };
     match (request.method(), parts.as_slice()) {
         (&Method::GET, ["sideline"]) => {
             let filter = match super::sideline::filter(query) {
@@ -77,15 +102,18 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
             Some(entry) if visible(&entry) => json_reply(StatusCode::OK, &entry),
             _ => not_found(id),
         },
-        (&Method::POST, ["sideline", id, "release"]) => {
-            if !sideline.find(id).await.is_some_and(|e| visible(&e)) {
-                return not_found(id);
+        (&Method::POST, ["sideline", id, "release"]) => match sideline.find(id).await {
+            Some(entry) if owned(&entry) => {
+                super::sideline::release(sideline, id, &email, query).await
             }
-            super::sideline::release(sideline, id, &email, query).await
-        }
+            Some(entry) if visible(&entry) => shared(id),
+            _ => not_found(id),
+        },
         (&Method::DELETE, ["sideline", id]) => {
-            if !sideline.find(id).await.is_some_and(|e| visible(&e)) {
-                return not_found(id);
+            match sideline.find(id).await {
+                Some(entry) if owned(&entry) => {}
+                Some(entry) if visible(&entry) => return shared(id),
+                _ => return not_found(id),
             }
             match sideline.delete(id, &email).await {
                 Ok(true) => json_reply(StatusCode::OK, &json!({ "deleted": id })),
@@ -115,15 +143,22 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
     }
 }
 
-/// Failed sign-ins to one account from one client address in
-/// [`FAILURE_WINDOW_MS`]; then they are refused without checking (argon2 is
-/// costly on purpose, and passwords must not be guessed at speed). By
-/// account too, because behind a reverse proxy every client has the
-/// proxy's address: one guesser must not lock every customer out.
+/// Sign-ins to one account from one client address in
+/// [`FAILURE_WINDOW_MS`] that may fail; then they are refused without
+/// checking (argon2 is costly on purpose, and passwords must not be guessed
+/// at speed). By account too, because behind a reverse proxy every client
+/// has the proxy's address: one guesser must not lock every customer out.
 const MAX_FAILURES: u32 = 10;
 const FAILURE_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// The longest address there is (RFC 5321's path limit less its brackets).
+const MAX_EMAIL: usize = 254;
+/// Password checks at once: each takes a core and 19 MiB; more callers get
+/// 503 rather than a queue that grows.
+static CHECKS: smol::lock::Semaphore = smol::lock::Semaphore::new(4);
 
-/// Failed sign-ins by (client address, account): (count, first failure).
+/// Sign-ins by (client address, account) counted as failed until they
+/// succeed: (count, first, ms). Counted before the check, so that parallel
+/// guesses cannot all pass the limit.
 #[derive(Default)]
 pub struct SignInFailures(Mutex<Failures>);
 
@@ -134,19 +169,32 @@ impl SignInFailures {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn blocked(&self, ip: IpAddr, email: &str, now_ms: u64) -> bool {
+    /// Counts an attempt; false when the pair has failed too often.
+    fn attempt(&self, ip: IpAddr, email: &str, now_ms: u64) -> bool {
         let mut failures = self.lock();
-        failures.retain(|_, (_, first)| now_ms.saturating_sub(*first) < FAILURE_WINDOW_MS);
-        failures
-            .get(&(ip, email.to_string()))
-            .is_some_and(|(count, _)| *count >= MAX_FAILURES)
+        if failures.len() >= 1024 && failures.len().is_power_of_two() {
+            failures.retain(|_, (_, first)| now_ms.saturating_sub(*first) < FAILURE_WINDOW_MS);
+        }
+        let entry = failures
+            .entry((ip, email.to_string()))
+            .or_insert((0, now_ms));
+        if now_ms.saturating_sub(entry.1) >= FAILURE_WINDOW_MS {
+            *entry = (0, now_ms);
+        }
+        entry.0 += 1;
+        entry.0 <= MAX_FAILURES
     }
 
-    fn failed(&self, ip: IpAddr, email: &str, now_ms: u64) {
-        self.lock()
-            .entry((ip, email.to_string()))
-            .or_insert((0, now_ms))
-            .0 += 1;
+    /// The attempt succeeded, or was not made: it does not count.
+    fn forgive(&self, ip: IpAddr, email: &str) {
+        let mut failures = self.lock();
+        if let Some(entry) = failures.get_mut(&(ip, email.to_string())) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
+    }
+
+    fn succeeded(&self, ip: IpAddr, email: &str) {
+        self.lock().remove(&(ip, email.to_string()));
     }
 }
 
@@ -161,32 +209,33 @@ fn stand_in() -> &'static User {
     })
 }
 
+/// Why a caller is not signed in.
+enum Refusal {
+    /// Wrong or missing credentials, or too many failures: 401.
+    Credentials,
+    /// Too many password checks at once: 503, try again.
+    Busy,
+}
+
 /// The signed-in user's email and scope, if the Basic credentials hold.
 async fn sign_in(
     request: &Request<Incoming>,
     remote: SocketAddr,
     node: &Node,
-) -> Option<(String, Scope)> {
+) -> Result<(String, Scope), Refusal> {
     let now = crate::time::now_ms();
-    let credentials = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Basic ")?;
-    let decoded = Base64::decode_vec(credentials.trim()).ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (email, password) = decoded.split_once(':')?;
-    let email = email.trim().to_ascii_lowercase();
-    if node.sign_in_failures.blocked(remote.ip(), &email, now) {
-        log::warn!(
-            "api: sign-in refused for {email:?} from {}: too many failures",
-            remote.ip()
-        );
-        return None;
+    let (email, password) = credentials(request).ok_or(Refusal::Credentials)?;
+    let ip = remote.ip();
+    let failures = &node.sign_in_failures;
+    if !failures.attempt(ip, &email, now) {
+        log::warn!("api: sign-in refused for {email:?} from {ip}: too many failures");
+        return Err(Refusal::Credentials);
     }
+    let Some(_permit) = CHECKS.try_acquire() else {
+        failures.forgive(ip, &email);
+        return Err(Refusal::Busy);
+    };
     let user = node.live.current().users.get(&email).cloned();
-    let password = password.to_string();
     let checked = user.clone();
     let valid = smol::unblock(move || {
         let matches = checked
@@ -196,12 +245,34 @@ async fn sign_in(
         matches && checked.is_some()
     })
     .await;
-    if !valid {
-        node.sign_in_failures.failed(remote.ip(), &email, now);
-        log::warn!("api: sign-in failed for {email:?} from {}", remote.ip());
+    match user {
+        Some(user) if valid => {
+            failures.succeeded(ip, &email);
+            Ok((email, user.scope))
+        }
+        _ => {
+            log::warn!("api: sign-in failed for {email:?} from {ip}");
+            Err(Refusal::Credentials)
+        }
+    }
+}
+
+/// (email, password) of an `Authorization: Basic` header; the email lower
+/// case and no longer than an address can be.
+fn credentials(request: &Request<Incoming>) -> Option<(String, String)> {
+    let value = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    user.map(|u| (email, u.scope))
+    let decoded = String::from_utf8(Base64::decode_vec(encoded.trim()).ok()?).ok()?;
+    let (email, password) = decoded.split_once(':')?;
+    let email = email.trim().to_ascii_lowercase();
+    (email.len() <= MAX_EMAIL && email.contains('@')).then(|| (email, password.to_string()))
 }
 
 #[cfg(test)]
@@ -221,12 +292,18 @@ mod tests {
         let (ip, other): (IpAddr, IpAddr) =
             ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         for n in 0..MAX_FAILURES {
-            assert!(!failures.blocked(ip, "a@x.test", 1000 + u64::from(n)));
-            failures.failed(ip, "a@x.test", 1000 + u64::from(n));
+            assert!(failures.attempt(ip, "a@x.test", 1000 + u64::from(n)));
         }
-        assert!(failures.blocked(ip, "a@x.test", 2000));
-        assert!(!failures.blocked(ip, "b@x.test", 2000), "other accounts");
-        assert!(!failures.blocked(other, "a@x.test", 2000), "other clients");
-        assert!(!failures.blocked(ip, "a@x.test", 1000 + FAILURE_WINDOW_MS));
+        assert!(!failures.attempt(ip, "a@x.test", 2000));
+        assert!(failures.attempt(ip, "b@x.test", 2000), "other accounts");
+        assert!(failures.attempt(other, "a@x.test", 2000), "other clients");
+        assert!(
+            failures.attempt(ip, "a@x.test", 1000 + FAILURE_WINDOW_MS),
+            "a new window"
+        );
+        failures.succeeded(ip, "a@x.test");
+        for _ in 0..MAX_FAILURES {
+            assert!(failures.attempt(ip, "a@x.test", 1000 + FAILURE_WINDOW_MS));
+        }
     }
 }

@@ -104,7 +104,17 @@ const MAX_CONNECTIONS: usize = 256;
 /// A client that has not sent its request head by then is dropped.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub async fn serve(listener: TcpListener, node: Node) {
+/// What a listener answers.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Role {
+    /// `[web] listen`: the admin API and /metrics (loopback callers), the
+    /// peer API.
+    Node,
+    /// `[web] api_listen`: the customers' API only.
+    Customers,
+}
+
+pub async fn serve(listener: TcpListener, node: Node, role: Role) {
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -125,7 +135,9 @@ pub async fn serve(listener: TcpListener, node: Node) {
         smol::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let node = node.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(request, peer, &node).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(route(request, peer, &node, role).await)
+                }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .timer(smol_hyper::rt::SmolTimer::new())
@@ -141,16 +153,20 @@ pub async fn serve(listener: TcpListener, node: Node) {
     }
 }
 
-async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node) -> Reply {
+async fn route(request: Request<Incoming>, peer: SocketAddr, node: &Node, role: Role) -> Reply {
     let path = request.uri().path().to_string();
     if path == "/healthz" {
         return json_reply(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
     }
+    if role == Role::Customers {
+        return if path.starts_with("/api/") {
+            api::handle(request, peer, node).await
+        } else {
+            error_reply(StatusCode::NOT_FOUND, "only /api/ answers here")
+        };
+    }
     if path.starts_with("/peer/") {
         return peer::handle(request, peer, node).await;
-    }
-    if path.starts_with("/api/") {
-        return api::handle(request, peer, node).await;
     }
     let admin_path = path.strip_prefix("/admin/");
     if (admin_path.is_some() || path == "/metrics") && !peer.ip().is_loopback() {

@@ -105,6 +105,8 @@ pub struct Setup {
     pub node_name: Option<String>,
     /// More `[node]` keys, e.g. `postmaster`.
     pub node_extra: String,
+    /// More `[web]` keys, e.g. `api_listen`.
+    pub web_extra: String,
 }
 
 impl Setup {
@@ -123,6 +125,7 @@ impl Setup {
             web: None,
             node_name: None,
             node_extra: String::new(),
+            web_extra: String::new(),
         }
     }
 }
@@ -177,12 +180,13 @@ impl Node {
 
     fn config_text(&self, setup: &Setup) -> String {
         let mut text = format!(
-            "[node]\nhostname = \"mx.antemx.test\"\ndata_dir = \"{}\"\n{}\n[smtp]\nlisten = [\"{}\"]\n{}\n\n[web]\nlisten = \"{}\"\n\n[retry]\n{}\n",
+            "[node]\nhostname = \"mx.antemx.test\"\ndata_dir = \"{}\"\n{}\n[smtp]\nlisten = [\"{}\"]\n{}\n\n[web]\nlisten = \"{}\"\n{}\n[retry]\n{}\n",
             self.dir.join("data").display(),
             setup.node_extra,
             self.smtp,
             setup.smtp_extra,
             self.web,
+            setup.web_extra,
             setup.retry
         );
         if let Some(dns) = setup.dns {
