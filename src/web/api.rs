@@ -209,6 +209,19 @@ fn stand_in() -> &'static User {
     })
 }
 
+/// The address failures are counted by: an IPv6 client's /64, which one
+/// machine usually has whole (counting by address would let it rotate).
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        other => other,
+    }
+}
+
 /// Why a caller is not signed in.
 enum Refusal {
     /// Wrong or missing credentials, or too many failures: 401.
@@ -225,14 +238,14 @@ async fn sign_in(
 ) -> Result<(String, Scope), Refusal> {
     let now = crate::time::now_ms();
     let (email, password) = credentials(request).ok_or(Refusal::Credentials)?;
-    let ip = remote.ip();
+    let (ip, network) = (remote.ip(), client_network(remote.ip()));
     let failures = &node.sign_in_failures;
-    if !failures.attempt(ip, &email, now) {
+    if !failures.attempt(network, &email, now) {
         log::warn!("api: sign-in refused for {email:?} from {ip}: too many failures");
         return Err(Refusal::Credentials);
     }
     let Some(_permit) = CHECKS.try_acquire() else {
-        failures.forgive(ip, &email);
+        failures.forgive(network, &email);
         return Err(Refusal::Busy);
     };
     let user = node.live.current().users.get(&email).cloned();
@@ -247,7 +260,7 @@ async fn sign_in(
     .await;
     match user {
         Some(user) if valid => {
-            failures.succeeded(ip, &email);
+            failures.succeeded(network, &email);
             Ok((email, user.scope))
         }
         _ => {
@@ -278,6 +291,17 @@ fn credentials(request: &Request<Incoming>) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_network(a), client_network(b));
+        assert_ne!(client_network(a), client_network(other));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_network(v4), v4);
+    }
 
     #[test]
     fn the_stand_in_costs_a_real_check_and_matches_nothing() {
