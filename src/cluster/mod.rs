@@ -10,11 +10,11 @@
 //! Without `[cluster]` a node is a cluster of one: no peers, one copy.
 
 mod auth;
-
-pub use auth::SIGNATURE_HEADER;
 mod outbox;
 
-use crate::config::{Config, Live};
+pub use auth::SIGNATURE_HEADER;
+
+use crate::config::{self, Config, Live};
 use crate::store::Store;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -149,52 +149,41 @@ impl Cluster {
         }
     }
 
+    /// `f` of the current `[cluster]` section; `None` outside a cluster.
+    fn section<T>(&self, f: impl FnOnce(&config::Cluster) -> T) -> Option<T> {
+        self.0.live.current().cluster.as_ref().map(f)
+    }
+
     /// The other nodes, by name.
     pub fn peers(&self) -> Vec<String> {
-        self.0
-            .live
-            .current()
-            .cluster
-            .as_ref()
-            .map(|c| {
-                c.nodes
-                    .keys()
-                    .filter(|name| **name != self.0.me)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.section(|c| {
+            c.nodes
+                .keys()
+                .filter(|name| **name != self.0.me)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     /// Whether `name` is a node of the cluster now (this one included).
     pub fn is_member(&self, name: &str) -> bool {
-        name == self.0.me
-            || self
-                .0
-                .live
-                .current()
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.nodes.contains_key(name))
+        name == self.0.me || self.section(|c| c.nodes.contains_key(name)) == Some(true)
     }
 
     /// How many nodes keep each sidelined message.
     pub fn copies(&self) -> usize {
-        self.0
-            .live
-            .current()
-            .cluster
-            .as_ref()
-            .map_or(1, |c| c.copies)
+        self.section(|c| c.copies).unwrap_or(1)
     }
 
     pub fn heal_interval(&self) -> Duration {
-        self.0
-            .live
-            .current()
-            .cluster
-            .as_ref()
-            .map_or(Duration::from_secs(60), |c| c.heal_interval)
+        self.section(|c| c.heal_interval)
+            .unwrap_or(Duration::from_secs(60))
+    }
+
+    fn secret(&self) -> Result<String, String> {
+        self.section(|c| c.secret.clone())
+            .ok_or_else(|| "this node is not in a cluster".to_string())
     }
 
     /// Every node, in the order `key` prefers them (rendezvous hashing):
@@ -212,17 +201,10 @@ impl Cluster {
         nodes
     }
 
-    fn address(&self, peer: &str) -> Result<(SocketAddr, String), String> {
-        let config = self.0.live.current();
-        let cluster = config
-            .cluster
-            .as_ref()
-            .ok_or("this node is not in a cluster")?;
-        let address = cluster
-            .nodes
-            .get(peer)
-            .ok_or_else(|| format!("{peer} is not a node of the cluster"))?;
-        Ok((*address, cluster.secret.clone()))
+    fn address(&self, peer: &str) -> Result<SocketAddr, String> {
+        self.section(|c| c.nodes.get(peer).copied())
+            .flatten()
+            .ok_or_else(|| format!("{peer} is not a node of the cluster"))
     }
 
     /// Calls a peer now; an error means it could not be reached (or gave
@@ -235,7 +217,7 @@ impl Cluster {
         body: Vec<u8>,
     ) -> Result<Answer, String> {
         let answer = async {
-            let (address, secret) = self.address(peer)?;
+            let (address, secret) = (self.address(peer)?, self.secret()?);
             let time = crate::time::now_ms() / 1000;
             let stamp = auth::Stamp {
                 from: &self.0.me,
@@ -386,30 +368,19 @@ impl Cluster {
     /// Signs this node's answer to a call (see [`auth`]); `None` outside a
     /// cluster.
     pub fn sign_answer(&self, status: u16, call_signature: &str, body: &[u8]) -> Option<String> {
-        let config = self.0.live.current();
-        let cluster = config.cluster.as_ref()?;
-        Some(auth::sign_answer(
-            &cluster.secret,
-            status,
-            call_signature,
-            body,
-        ))
+        let secret = self.secret().ok()?;
+        Some(auth::sign_answer(&secret, status, call_signature, body))
     }
 
     /// What a call to the peer API claims before its body is read: a peer
-    /// of this node, a time close to ours, a signature. (peer, time, nonce,
-    /// signature)
-    pub fn precheck(
-        &self,
-        header: impl Fn(&str) -> Option<String>,
-    ) -> Result<(String, u64, u64, String), String> {
-        let config = self.0.live.current();
-        let cluster = config
-            .cluster
-            .as_ref()
-            .ok_or("this node is not in a cluster")?;
+    /// of this node, a time close to ours, a signature.
+    pub fn precheck(&self, header: impl Fn(&str) -> Option<String>) -> Result<Claim, String> {
         let node = header(auth::NODE_HEADER).ok_or("the call is not signed")?;
-        if node == self.0.me || !cluster.nodes.contains_key(&node) {
+        let known = self.section(|c| c.nodes.contains_key(&node));
+        if known.is_none() {
+            return Err("this node is not in a cluster".into());
+        }
+        if node == self.0.me || known != Some(true) {
             return Err(format!("{node:?} is not a peer of this node"));
         }
         let time: u64 = header(auth::TIME_HEADER)
@@ -420,36 +391,42 @@ impl Cluster {
             .and_then(|n| n.parse().ok())
             .ok_or("the call has no nonce")?;
         let signature = header(auth::SIGNATURE_HEADER).ok_or("the call is not signed")?;
-        Ok((node, time, nonce, signature))
+        Ok(Claim {
+            node,
+            time,
+            nonce,
+            signature,
+        })
     }
 
-    /// Who signed a call to this node's peer API, if the signature holds
-    /// and the call was not made before.
+    /// Who signed a call to this node's peer API, if the signature of its
+    /// `claim` holds for the call and its body, and the call was not made
+    /// before.
     pub fn authenticate(
         &self,
+        claim: &Claim,
         method: &str,
         path: &str,
-        header: impl Fn(&str) -> Option<String>,
         body: &[u8],
     ) -> Result<String, String> {
-        let (node, time, nonce, signature) = self.precheck(header)?;
-        let secret = self
-            .0
-            .live
-            .current()
-            .cluster
-            .as_ref()
-            .map(|c| c.secret.clone())
-            .ok_or("this node is not in a cluster")?;
         let now = crate::time::now_ms() / 1000;
         let stamp = auth::Stamp {
-            from: &node,
+            from: &claim.node,
             to: &self.0.me,
-            nonce,
+            nonce: claim.nonce,
         };
-        auth::verify(&secret, (method, path), stamp, time, &signature, body, now)?;
-        self.0.replays.remember(&signature, now)?;
-        Ok(node)
+        let request = (method, path);
+        auth::verify(
+            &self.secret()?,
+            request,
+            stamp,
+            claim.time,
+            &claim.signature,
+            body,
+            now,
+        )?;
+        self.0.replays.remember(&claim.signature, now)?;
+        Ok(claim.node.clone())
     }
 
     /// Checks on the peers every `heal_interval` and delivers what the
@@ -467,6 +444,21 @@ impl Cluster {
     /// Calls waiting in the outbox for peers that have not had them.
     pub fn undelivered(&self) -> usize {
         self.0.outbox.len()
+    }
+}
+
+/// What a peer call says of itself in its headers (see [`auth`]).
+pub struct Claim {
+    node: String,
+    time: u64,
+    nonce: u64,
+    signature: String,
+}
+
+impl Claim {
+    /// The call's signature, which its answer is signed over.
+    pub fn signature(&self) -> &str {
+        &self.signature
     }
 }
 

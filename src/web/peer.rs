@@ -39,10 +39,13 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
             .map(str::to_string)
     };
     // Nothing is read from a caller that is not even claiming to be a peer.
-    if let Err(e) = node.cluster.precheck(header) {
-        log::warn!("peer API: refused {method} {target} from {remote}: {e}");
-        return error_reply(StatusCode::UNAUTHORIZED, &e);
-    }
+    let claim = match node.cluster.precheck(header) {
+        Ok(claim) => claim,
+        Err(e) => {
+            log::warn!("peer API: refused {method} {target} from {remote}: {e}");
+            return error_reply(StatusCode::UNAUTHORIZED, &e);
+        }
+    };
     let limit = node.live.current().smtp.max_message_size + RECORD_ROOM;
     let declared = header("content-length").and_then(|l| l.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
@@ -66,7 +69,7 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
     };
     let peer = match node
         .cluster
-        .authenticate(method.as_str(), &target, header, &body)
+        .authenticate(&claim, method.as_str(), &target, &body)
     {
         Ok(peer) => peer,
         Err(e) => {
@@ -74,7 +77,6 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
             return error_reply(StatusCode::UNAUTHORIZED, &e);
         }
     };
-    let call_signature = header(crate::cluster::SIGNATURE_HEADER).unwrap_or_default();
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     let decoded: Vec<String> = path
         .trim_start_matches("/peer/")
@@ -85,7 +87,7 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
     let parts: Vec<&str> = decoded.iter().map(String::as_str).collect();
     log::debug!("peer API: {peer}: {method} {target}");
     let reply = route(&method, &parts, query, &body, &peer, node).await;
-    signed(reply, &call_signature, node).await
+    signed(reply, claim.signature(), node).await
 }
 
 /// The answer with this node's signature, bound to the call's.
