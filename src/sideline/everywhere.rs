@@ -14,7 +14,7 @@
 //! Limit: if the receiving node is up but cut off from the node asked (a
 //! network partition, not a crash), both sides may decide.
 
-use super::{Entry, Filter, ReleaseError, Sideline};
+use super::{copy_path, Entry, Filter, ReleaseError, Sideline};
 use crate::web::percent_encode;
 use std::collections::BTreeMap;
 use std::io;
@@ -53,7 +53,7 @@ impl Sideline {
         if self.is_gone(id) {
             return None;
         }
-        let path = format!("/peer/sideline/{}", percent_encode(id));
+        let path = copy_path(id);
         self.0
             .cluster
             .call_all("GET", &path, Vec::new())
@@ -71,8 +71,8 @@ impl Sideline {
     pub async fn release(&self, id: &str, by: &str, train: bool) -> Result<Entry, ReleaseError> {
         let entry = self.find(id).await.ok_or(ReleaseError::NotFound)?;
         let path = format!(
-            "/peer/sideline/{}/release?by={}&train={}",
-            percent_encode(id),
+            "{}/release?by={}&train={}",
+            copy_path(id),
             percent_encode(by),
             u8::from(train)
         );
@@ -156,16 +156,7 @@ impl Sideline {
         let me = self.0.cluster.me();
         let how = format!("deleted by {by} on {me}");
         self.forget(id, &how, me).await?;
-        let path = format!(
-            "/peer/sideline/{}/forget?how={}",
-            percent_encode(id),
-            percent_encode(&how)
-        );
-        let holders = self.other_holders(&entry);
-        self.0
-            .cluster
-            .tell_all(&holders, "POST", &path, b"")
-            .await?;
+        self.announce_gone(&entry, &how).await?;
         log::info!("{id}: sideline: deleted by {by}");
         Ok(true)
     }

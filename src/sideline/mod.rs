@@ -137,6 +137,11 @@ struct Inner {
     gone: sled::Tree,
 }
 
+/// Where a peer keeps its copy of message `id` (its peer API).
+fn copy_path(id: &str) -> String {
+    format!("/peer/sideline/{}", crate::web::percent_encode(id))
+}
+
 fn decode(bytes: &[u8]) -> Option<Entry> {
     serde_json::from_slice(bytes).ok()
 }

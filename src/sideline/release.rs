@@ -51,7 +51,9 @@ impl Sideline {
         let entry = self.mark_released(id, by)?;
         self.0.store.flush().await.map_err(ReleaseError::Io)?;
         let how = released_how(&entry, self.0.cluster.me());
-        self.announce_gone(&entry, &how).await;
+        if let Err(e) = self.announce_gone(&entry, &how).await {
+            log::error!("{id}: peers not told to drop their copies: {e}");
+        }
         // Read before queueing: delivery removes the file.
         let message = if train {
             let spool = self.0.store.spool().clone();
@@ -93,19 +95,17 @@ impl Sideline {
         Ok(entry)
     }
 
-    /// Tells every peer that the message is gone: its other holders now,
-    /// the rest (and holders that do not answer) through the outbox.
-    async fn announce_gone(&self, entry: &Entry, how: &str) {
-        let id = &entry.id;
+    /// Tells every peer that the message is gone (released or deleted
+    /// `how`): its other holders now, the rest (and holders that do not
+    /// answer) through the outbox, on disk when this returns.
+    pub(super) async fn announce_gone(&self, entry: &Entry, how: &str) -> io::Result<()> {
         let path = format!(
-            "/peer/sideline/{}/forget?how={}",
-            crate::web::percent_encode(id),
+            "{}/forget?how={}",
+            super::copy_path(&entry.id),
             crate::web::percent_encode(how)
         );
         let holders = self.other_holders(entry);
-        if let Err(e) = self.0.cluster.tell_all(&holders, "POST", &path, b"").await {
-            log::error!("{id}: peers not told to drop their copies: {e}");
-        }
+        self.0.cluster.tell_all(&holders, "POST", &path, b"").await
     }
 
     /// After a release here: the entry goes, a tombstone stays (both reach
@@ -178,7 +178,9 @@ impl Sideline {
                 }
             }
             let how = released_how(&entry, self.0.cluster.me());
-            self.announce_gone(&entry, &how).await;
+            if let Err(e) = self.announce_gone(&entry, &how).await {
+                log::error!("{id}: peers not told to drop their copies: {e}");
+            }
             if !self.0.queue.holds(id) {
                 self.0.queue.enqueue(as_released(&entry)).await?;
                 log::info!("{id}: release finished after a restart");

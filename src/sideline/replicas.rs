@@ -9,7 +9,7 @@
 //! anywhere leaves a tombstone in `sideline.gone` on every node: a copy
 //! pushed late is refused with it, and the pusher forgets its own.
 
-use super::{decode, encode, Entry, Sideline};
+use super::{copy_path, decode, encode, Entry, Sideline};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io;
@@ -104,7 +104,7 @@ impl Sideline {
             let Ok(body) = crate::cluster::frame(&copy, &message) else {
                 return holders;
             };
-            let path = format!("/peer/sideline/{}", crate::web::percent_encode(id));
+            let path = copy_path(id);
             match cluster.call(&peer, "PUT", &path, body).await {
                 Ok(answer) if answer.is_success() => {
                     log::info!("{id}: sideline: copy kept on {peer}");
@@ -157,7 +157,7 @@ impl Sideline {
 
     /// The other holders of `entry` that say they have it now.
     async fn confirmed_holders(&self, entry: &Entry) -> Vec<String> {
-        let path = format!("/peer/sideline/{}", crate::web::percent_encode(&entry.id));
+        let path = copy_path(&entry.id);
         let mut confirmed = Vec::new();
         for holder in self.other_holders(entry) {
             let answer = self.0.cluster.call(&holder, "GET", &path, Vec::new()).await;
@@ -184,7 +184,7 @@ impl Sideline {
     /// passed over.
     pub(super) async fn gone_elsewhere(&self, entry: &Entry) -> Option<String> {
         let cluster = &self.0.cluster;
-        let path = format!("/peer/sideline/{}", crate::web::percent_encode(&entry.id));
+        let path = copy_path(&entry.id);
         for holder in self.other_holders(entry) {
             let Ok(answer) = cluster.call(&holder, "GET", &path, Vec::new()).await else {
                 continue;
