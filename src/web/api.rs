@@ -57,20 +57,15 @@ pub async fn handle(request: Request<Incoming>, remote: SocketAddr, node: &Node)
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let query = request.uri().query().unwrap_or("");
     let sideline = &node.sideline;
-    let visible = |entry: &Entry| {
-        entry.recipients.iter().any(|r| {
-            r.rsplit_once('@')
-                .is_some_and(|(_, domain)| scope.covers(domain))
-        })
+    let covered = |recipient: &String| {
+        recipient
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| scope.covers(domain))
     };
+    let visible = |entry: &Entry| entry.recipients.iter().any(covered);
     // Acting on a message decides for all its recipients: only a user whose
     // domains hold every one of them may (an admin always).
-    let owned = |entry: &Entry| {
-        entry.recipients.iter().all(|r| {
-            r.rsplit_once('@')
-                .is_some_and(|(_, domain)| scope.covers(domain))
-        })
-    };
+    let owned = |entry: &Entry| entry.recipients.iter().all(covered);
     let not_found =
         |id: &str| error_reply(StatusCode::NOT_FOUND, &format!("no sidelined message {id}"));
     let shared = |id: &str| {
