@@ -17,17 +17,18 @@ const IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
 pub struct Handover(Job);
 
 impl Queue {
-    /// Hands every job over to peers; returns (moved, left).
+    /// Hands every job over to peers; returns (moved, left). A job being
+    /// delivered is tried again once that ends (up to [`IN_FLIGHT_WAIT`]);
+    /// one no peer took is not tried again in this drain.
     pub async fn hand_over(&self, cluster: &Cluster) -> (usize, usize) {
         let deadline = Instant::now() + IN_FLIGHT_WAIT;
-        let mut moved = 0;
+        let (mut moved, mut failed) = (0, 0);
+        let mut keys: Vec<String> = self.all_jobs().map(|job| job.key()).collect();
         loop {
-            let mut busy = 0;
-            let mut failed = 0;
-            let keys: Vec<String> = self.all_jobs().map(|job| job.key()).collect();
+            let mut busy = Vec::new();
             for key in keys {
                 if !lock(&self.0.in_flight).insert(key.clone()) {
-                    busy += 1;
+                    busy.push(key);
                     continue;
                 }
                 let outcome = self.hand_over_job(cluster, &key).await;
@@ -44,9 +45,10 @@ impl Queue {
                     }
                 }
             }
-            if busy == 0 || Instant::now() > deadline {
-                return (moved, busy + failed);
+            if busy.is_empty() || Instant::now() > deadline {
+                return (moved, busy.len() + failed);
             }
+            keys = busy;
             smol::Timer::after(Duration::from_millis(200)).await;
         }
     }
